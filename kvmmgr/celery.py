@@ -1,0 +1,25 @@
+"""The Celery app: Redis broker, tasks discovered from the apps, and the beat schedule."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmmgr.settings")
+
+app = Celery("kvmmgr")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
+    # Read from settings here, not at import time, so tests may change the interval.
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.KVMMGR_INVENTORY_INTERVAL,
+        sender.signature("nodes.tasks.refresh_all_nodes"),
+        name="refresh every enabled node's inventory",
+    )

@@ -1,0 +1,13 @@
+"""Top-level URLs: one namespace per app."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("nodes/", include("nodes.urls")),
+    path("", include("vms.urls")),
+]

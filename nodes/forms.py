@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django import forms
+
+from nodes.models import Node
+
+
+class NodeForm(forms.ModelForm):
+    class Meta:
+        model = Node
+        fields = ["name", "uri", "migration_address", "enabled"]
+        widgets = {
+            "uri": forms.TextInput(attrs={"placeholder": "qemu+ssh://root@host.example/system"}),
+            "migration_address": forms.TextInput(
+                attrs={"placeholder": "defaults to the URI's host"}
+            ),
+        }

@@ -1,0 +1,22 @@
+"""The hypervisor adapter: the only package that imports libvirt.
+
+Everything else talks to hosts through the functions re-exported here and gets
+plain dataclasses, our own named states and one exception type back.
+"""
+
+from __future__ import annotations
+
+from nodes.hypervisor.connection import close_all, connection_for
+from nodes.hypervisor.domains import DomainInfo, list_domains
+from nodes.hypervisor.errors import HypervisorError
+from nodes.hypervisor.host import HostReport, probe_host
+
+__all__ = [
+    "DomainInfo",
+    "HostReport",
+    "HypervisorError",
+    "close_all",
+    "connection_for",
+    "list_domains",
+    "probe_host",
+]

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand
+
+from nodes.management.commands._output import validation_error_to_command_error
+from nodes.services import registry
+
+
+class Command(BaseCommand):
+    help = "Register a KVM node, e.g.: addnode node1 qemu+ssh://root@10.0.0.5/system"
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument(
+            "uri", help="qemu+ssh://user@host[:port]/system, qemu:///system or test:///…"
+        )
+        parser.add_argument(
+            "--migration-address", default="", help="address peers use for migration"
+        )
+        parser.add_argument("--disabled", action="store_true", help="register without polling it")
+
+    def handle(self, *args: object, **opts: object) -> None:
+        try:
+            node = registry.add_node(
+                name=str(opts["name"]),
+                uri=str(opts["uri"]),
+                migration_address=str(opts["migration_address"]),
+                enabled=not opts["disabled"],
+            )
+        except ValidationError as exc:
+            raise validation_error_to_command_error(exc) from exc
+        self.stdout.write(self.style.SUCCESS(f"added node {node.name} ({node.uri})"))
+        self.stdout.write(f"check it with: manage.py checknode {node.name}")

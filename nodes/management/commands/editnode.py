@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from nodes.management.commands._output import validation_error_to_command_error
+from nodes.models import Node
+from nodes.services import registry
+
+
+class Command(BaseCommand):
+    help = "Change a node's name, URI, migration address or enabled flag."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument("--rename")
+        parser.add_argument("--uri")
+        parser.add_argument("--migration-address")
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--enable", action="store_true")
+        group.add_argument("--disable", action="store_true")
+
+    def handle(self, *args: object, **opts: object) -> None:
+        node = Node.objects.filter(name=opts["name"]).first()
+        if node is None:
+            raise CommandError(f"no node named {opts['name']!r}")
+        changes: dict[str, object] = {}
+        if opts["rename"] is not None:
+            changes["name"] = opts["rename"]
+        if opts["uri"] is not None:
+            changes["uri"] = opts["uri"]
+        if opts["migration_address"] is not None:
+            changes["migration_address"] = opts["migration_address"]
+        if opts["enable"]:
+            changes["enabled"] = True
+        if opts["disable"]:
+            changes["enabled"] = False
+        if not changes:
+            raise CommandError(
+                "nothing to change: give --rename, --uri, --migration-address, "
+                "--enable or --disable"
+            )
+        try:
+            registry.update_node(node, **changes)
+        except ValidationError as exc:
+            raise validation_error_to_command_error(exc) from exc
+        self.stdout.write(self.style.SUCCESS(f"saved node {node.name}"))

@@ -1,0 +1,80 @@
+"""Nodes: the KVM hosts the manager talks to."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from nodes.validators import (
+    parse_node_uri,
+    validate_migration_address,
+    validate_name,
+    validate_node_uri,
+)
+
+
+class Node(models.Model):
+    """A KVM host reachable through a libvirt URI.
+
+    Reachability is recorded by the inventory refresh (``last_seen``,
+    ``last_error``); pages read these fields and never contact the host.
+    """
+
+    name = models.CharField(max_length=63, unique=True, validators=[validate_name])
+    uri = models.CharField(
+        "libvirt URI", max_length=255, unique=True, validators=[validate_node_uri]
+    )
+    migration_address = models.CharField(
+        max_length=253,
+        blank=True,
+        validators=[validate_migration_address],
+        help_text="Address other nodes use to reach this one for migration "
+        "(its VPN tunnel address where it has one). Empty: the URI's host.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_migration_address(self) -> str:
+        """The address migrations use: explicit, else the URI's host."""
+        if self.migration_address:
+            return self.migration_address
+        return parse_node_uri(self.uri, resolve=False).host
+
+    @property
+    def console_host(self) -> str:
+        """Where a VNC client should connect for this node's consoles."""
+        host = parse_node_uri(self.uri, resolve=False).host
+        return host or "127.0.0.1"
+
+    def stale_after(self) -> timedelta:
+        return timedelta(
+            seconds=settings.KVMMGR_INVENTORY_INTERVAL * settings.KVMMGR_OFFLINE_AFTER_INTERVALS
+        )
+
+    @property
+    def is_online(self) -> bool:
+        """Online: the last contact attempt succeeded and is recent."""
+        if not self.enabled or self.last_seen is None or self.last_error:
+            return False
+        return timezone.now() - self.last_seen <= self.stale_after()
+
+    @property
+    def status_label(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.last_seen is None and not self.last_error:
+            return "unknown"
+        return "online" if self.is_online else "offline"

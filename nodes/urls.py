@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from nodes import views
+
+app_name = "nodes"
+urlpatterns = [
+    path("", views.node_list, name="node_list"),
+    path("add/", views.node_add, name="node_add"),
+    path("<int:pk>/edit/", views.node_edit, name="node_edit"),
+    path("<int:pk>/delete/", views.node_delete, name="node_delete"),
+    path("<int:pk>/refresh/", views.node_refresh, name="node_refresh"),
+]

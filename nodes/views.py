@@ -1,0 +1,79 @@
+"""Node pages: thin views over nodes.services.registry. No libvirt here."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from nodes.forms import NodeForm
+from nodes.models import Node
+from nodes.services import registry
+
+
+def node_list(request: HttpRequest) -> HttpResponse:
+    nodes = Node.objects.annotate(
+        vm_count=Count("vms", filter=Q(vms__vanished_at__isnull=True))
+    ).order_by("name")
+    return render(request, "nodes/node_list.html", {"nodes": nodes})
+
+
+def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
+    data = {key: form.cleaned_data[key] for key in ("name", "uri", "migration_address", "enabled")}
+    try:
+        if node is None:
+            saved = registry.add_node(**data)
+            messages.success(request, f"Node {saved.name} added; its inventory is being read.")
+        else:
+            saved = registry.update_node(node, **data)
+            messages.success(request, f"Node {saved.name} saved.")
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            for error in errors:
+                form.add_error(field if field in form.fields else None, error)
+        return False
+    return True
+
+
+@require_http_methods(["GET", "POST"])
+def node_add(request: HttpRequest) -> HttpResponse:
+    form = NodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid() and _save(request, form, None):
+        return redirect("nodes:node_list")
+    return render(request, "nodes/node_form.html", {"form": form, "node": None})
+
+
+@require_http_methods(["GET", "POST"])
+def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    # Bind to a copy so a failed validation never leaves the instance half-changed.
+    form = NodeForm(request.POST or None, instance=Node.objects.get(pk=pk))
+    if request.method == "POST" and form.is_valid() and _save(request, form, node):
+        return redirect("nodes:node_list")
+    return render(request, "nodes/node_form.html", {"form": form, "node": node})
+
+
+@require_http_methods(["GET", "POST"])
+def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    if request.method == "POST":
+        name = node.name
+        removed = registry.remove_node(node)
+        messages.success(
+            request,
+            f"Node {name} removed with {removed} inventory rows; nothing on the host changed.",
+        )
+        return redirect("nodes:node_list")
+    vm_count = node.vms.filter(vanished_at__isnull=True).count()
+    return render(request, "nodes/node_confirm_delete.html", {"node": node, "vm_count": vm_count})
+
+
+@require_POST
+def node_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    registry.request_refresh([node])
+    messages.info(request, f"Refresh of {node.name} queued.")
+    return redirect(request.POST.get("next") or "vms:vm_list")

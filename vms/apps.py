@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class VmsConfig(AppConfig):
+    name = "vms"
+    verbose_name = "Virtual machines"

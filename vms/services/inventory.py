@@ -1,0 +1,104 @@
+"""Refreshing a node's VM inventory from the hypervisor into the database."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from nodes.hypervisor import DomainInfo, HypervisorError, list_domains
+from nodes.models import Node
+from vms.choices import VMState
+from vms.models import VirtualMachine
+
+log = logging.getLogger(__name__)
+
+_FIELDS = ("node", "name", "state", "vcpus", "memory_mib", "persistent", "vnc_port", "vnc_listen")
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    node: str
+    ok: bool
+    domains: int = 0
+    created: int = 0
+    updated: int = 0
+    vanished: int = 0
+    error: str = ""
+
+
+def refresh_node(node: Node) -> RefreshResult:
+    """Contact the node once, then record what it runs and whether it answered.
+
+    The hypervisor call happens outside any transaction so a slow host never
+    holds a database lock; the write is one short transaction.
+    """
+    attempted = timezone.now()
+    try:
+        domains = list_domains(node.uri)
+    except HypervisorError as exc:
+        Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=exc.message)
+        log.warning("inventory of %s failed: %s", node.name, exc.message)
+        return RefreshResult(node=node.name, ok=False, error=exc.message)
+    with transaction.atomic():
+        counts = apply_inventory(node, domains, observed_at=timezone.now())
+        Node.objects.filter(pk=node.pk).update(
+            last_attempt_at=attempted, last_seen=timezone.now(), last_error=""
+        )
+    return RefreshResult(node=node.name, ok=True, domains=len(domains), **counts)
+
+
+def _may_claim(row: VirtualMachine, domain: DomainInfo, node: Node) -> bool:
+    """Whether a row last seen on another node now belongs to this one.
+
+    During a migration the domain briefly exists on both nodes; the row follows
+    the copy that is active, or any copy once the old one has vanished.
+    """
+    if row.node_id == node.pk:
+        return True
+    return domain.state in VMState.active() or row.vanished_at is not None or not row.is_active
+
+
+def apply_inventory(
+    node: Node, domains: list[DomainInfo], *, observed_at: datetime
+) -> dict[str, int]:
+    """Upsert the observed domains for ``node`` and mark the missing ones vanished."""
+    by_uuid = {d.uuid: d for d in domains}
+    existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(uuid__in=list(by_uuid))}
+    to_create: list[VirtualMachine] = []
+    to_update: list[VirtualMachine] = []
+    for uuid, domain in by_uuid.items():
+        row = existing.get(uuid)
+        values = {
+            "node": node,
+            "name": domain.name,
+            "state": domain.state,
+            "vcpus": domain.vcpus,
+            "memory_mib": domain.memory_mib,
+            "persistent": domain.persistent,
+            "vnc_port": domain.vnc_port,
+            "vnc_listen": domain.vnc_listen,
+        }
+        if row is None:
+            to_create.append(VirtualMachine(uuid=uuid, observed_at=observed_at, **values))
+            continue
+        if not _may_claim(row, domain, node):
+            continue
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.observed_at = observed_at
+        row.vanished_at = None
+        to_update.append(row)
+    VirtualMachine.objects.bulk_create(to_create, batch_size=500)
+    VirtualMachine.objects.bulk_update(
+        to_update, [*_FIELDS, "observed_at", "vanished_at"], batch_size=500
+    )
+    vanished = (
+        VirtualMachine.objects.filter(node=node, vanished_at__isnull=True)
+        .exclude(uuid__in=list(by_uuid))
+        .update(vanished_at=observed_at, vnc_port=None)
+    )
+    return {"created": len(to_create), "updated": len(to_update), "vanished": vanished}

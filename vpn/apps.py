@@ -1,0 +1,10 @@
+"""VPN: managed OpenVPN overlays between nodes (issue 5)."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class VpnConfig(AppConfig):
+    name = "vpn"
+    verbose_name = "VPN"
