@@ -5,6 +5,7 @@ Defaults give an embedded setup: SQLite in ``KVMMGR_DATA_DIR`` and a local Redis
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -117,11 +118,14 @@ KVMMGR_SSH_KNOWN_HOSTS = Path(
     env_str("KVMMGR_SSH_KNOWN_HOSTS", str(DATA_DIR / "ssh" / "known_hosts"))
 )
 # A node that does not answer within this many seconds is reported unreachable.
-KVMMGR_CONNECT_TIMEOUT = env_float("KVMMGR_CONNECT_TIMEOUT", 3.0, minimum=0.5)
+KVMMGR_CONNECT_TIMEOUT = env_float("KVMMGR_CONNECT_TIMEOUT", 2.5, minimum=0.5)
 # How often the beat refreshes every node's inventory.
 KVMMGR_INVENTORY_INTERVAL = env_float("KVMMGR_INVENTORY_INTERVAL", 10.0, minimum=1.0)
 # A node whose last good contact is older than this many refresh intervals shows offline.
 KVMMGR_OFFLINE_AFTER_INTERVALS = env_int("KVMMGR_OFFLINE_AFTER_INTERVALS", 3, minimum=1)
+
+# Host name VNC links use for consoles of local (qemu:///system) nodes.
+KVMMGR_LOCAL_CONSOLE_HOST = env_str("KVMMGR_LOCAL_CONSOLE_HOST", socket.gethostname())
 
 LOGGING = {
     "version": 1,

@@ -57,7 +57,7 @@ class Node(models.Model):
     def console_host(self) -> str:
         """Where a VNC client should connect for this node's consoles."""
         host = parse_node_uri(self.uri, resolve=False).host
-        return host or "127.0.0.1"
+        return host or settings.KVMMGR_LOCAL_CONSOLE_HOST
 
     def stale_after(self) -> timedelta:
         return timedelta(

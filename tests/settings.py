@@ -10,3 +10,8 @@ os.environ.setdefault("KVMMGR_DATA_DIR", tempfile.mkdtemp(prefix="kvmmgr-test-")
 from kvmmgr.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A file, not :memory:, so a Celery worker started by a test sees the same data.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
+CELERY_BROKER_URL = os.environ.get("KVMMGR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -17,8 +17,13 @@ from vms.choices import VMState
 def test_list_domains_reports_named_states_and_consoles(node_xml: Callable[..., str]) -> None:
     uri = node_xml(
         [
-            FakeDomain("web", "11111111-1111-1111-1111-111111111111", vcpus=2, memory_mib=2048,
-                       vnc_port=5901),
+            FakeDomain(
+                "web",
+                "11111111-1111-1111-1111-111111111111",
+                vcpus=2,
+                memory_mib=2048,
+                vnc_port=5901,
+            ),
             FakeDomain("db", "22222222-2222-2222-2222-222222222222", runstate=RUNSTATE_SHUTOFF),
             FakeDomain("batch", "33333333-3333-3333-3333-333333333333", runstate=RUNSTATE_PAUSED),
         ]

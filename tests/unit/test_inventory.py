@@ -8,7 +8,7 @@ from django.utils import timezone
 from nodes.hypervisor import DomainInfo
 from nodes.models import Node
 from tests.factories import make_node
-from tests.nodexml import FakeDomain, make_domains
+from tests.nodexml import make_domains
 from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
@@ -59,8 +59,9 @@ def test_unreachable_node_keeps_inventory_and_shows_offline() -> None:
 def test_row_follows_an_active_domain_to_another_node() -> None:
     source, destination = make_node(), make_node()
     now = timezone.now()
-    domain = DomainInfo("mig", "44444444-4444-4444-4444-444444444444", VMState.RUNNING, 1, 128,
-                        True, 5900, "")
+    domain = DomainInfo(
+        "mig", "44444444-4444-4444-4444-444444444444", VMState.RUNNING, 1, 128, True, 5900, ""
+    )
     inventory.apply_inventory(source, [domain], observed_at=now)
     paused_copy = DomainInfo(**{**domain.__dict__, "state": VMState.SHUTOFF})
     # An inactive copy on the destination does not steal the running VM's row.
@@ -75,8 +76,9 @@ def test_row_follows_an_active_domain_to_another_node() -> None:
 @pytest.mark.django_db
 def test_vnc_link_uses_node_address_for_wildcard_listen() -> None:
     node = make_node(uri="qemu+ssh://root@127.0.0.1:2222/system")
-    domain = DomainInfo("v", "55555555-5555-5555-5555-555555555555", VMState.RUNNING, 1, 128,
-                        True, 5907, "0.0.0.0")
+    domain = DomainInfo(
+        "v", "55555555-5555-5555-5555-555555555555", VMState.RUNNING, 1, 128, True, 5907, "0.0.0.0"
+    )
     inventory.apply_inventory(node, [domain], observed_at=timezone.now())
     assert VirtualMachine.objects.get().vnc_url == "vnc://127.0.0.1:5907"
     assert Node.objects.get().is_online is False  # never contacted: not online

@@ -13,8 +13,22 @@ def test_valid_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "bad name", "a;b", "$(reboot)", "../etc", "a/b", "-leading", ".hidden", "x" * 64,
-     "nоde", "a..b", "name\n", "`id`", "quote'"],
+    [
+        "",
+        "bad name",
+        "a;b",
+        "$(reboot)",
+        "../etc",
+        "a/b",
+        "-leading",
+        ".hidden",
+        "x" * 64,
+        "nоde",
+        "a..b",
+        "name\n",
+        "`id`",
+        "quote'",
+    ],
 )
 def test_invalid_names(name: str) -> None:
     with pytest.raises(ValidationError):

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what kvmmgr needs on Debian 12 and builds the Python venv.
+# Safe to run again: it installs only what is missing and reinstalls Python
+# packages only when a requirements file changed.
+#   deploy/bootstrap.sh run    packages to run the manager
+#   deploy/bootstrap.sh test   plus what the test suite and its lab need
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODE="${1:-run}"
+
+RUN_PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config
+  libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 qemu-utils
+  virtinst redis-server openssh-client ca-certificates
+)
+TEST_PACKAGES=(
+  openssh-server busybox-static cpio iproute2 iptables postgresql
+)
+
+packages=("${RUN_PACKAGES[@]}")
+if [ "$MODE" = "test" ]; then packages+=("${TEST_PACKAGES[@]}"); fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing packages ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/requirements.txt"
+[ "$MODE" = "test" ] && REQUIREMENTS="$ROOT/requirements-dev.txt"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(basename "$REQUIREMENTS")"
+digest="$(cat "$ROOT/requirements.txt" "$REQUIREMENTS" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+  echo "bootstrap: installing Python packages from $(basename "$REQUIREMENTS") (libvirt-python and uwsgi compile: ~2 min the first time)"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
+  echo "$digest" > "$stamp"
+fi

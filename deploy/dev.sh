@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# One command to run kvmmgr on this machine with the embedded defaults:
+# SQLite, a local Redis, a Celery worker + beat, the web server on
+# http://127.0.0.1:8000 and a demo node (the local qemu:///system where it
+# works, else libvirt's test driver).
+#   deploy/dev.sh          start everything (installs what is missing first)
+#   deploy/dev.sh stop     stop what this script started
+#   deploy/dev.sh status   show what runs
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VAR="${KVMMGR_DATA_DIR:-$ROOT/var}"
+RUN="$VAR/run"
+LOG="$VAR/log"
+PY="$ROOT/.venv/bin/python"
+PORT="${KVMMGR_DEV_PORT:-8000}"
+export KVMMGR_DATA_DIR="$VAR"
+export STATIC_ROOT="$VAR/static"
+mkdir -p "$RUN" "$LOG"
+chmod 700 "$VAR"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_one() {
+  local name="$1" pidfile="$RUN/$1.pid"
+  if alive "$pidfile"; then
+    kill "$(cat "$pidfile")"
+    for _ in $(seq 50); do alive "$pidfile" || break; sleep 0.1; done
+    echo "stopped $name"
+  fi
+  rm -f "$pidfile"
+}
+
+case "${1:-start}" in
+  stop)
+    for name in web celery-beat celery-worker redis libvirtd virtlogd; do stop_one "$name"; done
+    exit 0 ;;
+  status)
+    for name in redis libvirtd celery-worker celery-beat web; do
+      if alive "$RUN/$name.pid"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: not started by dev.sh"; fi
+    done
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+esac
+
+"$ROOT/deploy/bootstrap.sh" run
+started=()
+
+# Redis: reuse one that already answers on the default port.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --pidfile "$RUN/redis.pid" --logfile "$LOG/redis.log"
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  started+=("redis (127.0.0.1:6379)")
+fi
+
+# libvirtd for the demo node: systemd where it runs, else the daemons directly.
+if [ "$(id -u)" -eq 0 ] && ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  if [ -d /run/systemd/system ]; then
+    systemctl start libvirtd || true
+  else
+    alive "$RUN/virtlogd.pid" || virtlogd -d -p "$RUN/virtlogd.pid"
+    libvirtd -d -p "$RUN/libvirtd.pid" && started+=("libvirtd")
+  fi
+  for _ in $(seq 300); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+cd "$ROOT"
+"$PY" manage.py migrate --no-input -v 0
+"$PY" manage.py collectstatic --no-input -v 0
+"$PY" manage.py setupdemo
+"$PY" manage.py ensuredevuser admin --password-file "$VAR/admin-password"
+
+if ! alive "$RUN/celery-worker.pid"; then
+  "$ROOT/.venv/bin/celery" -A kvmmgr worker --detach --concurrency 2 --loglevel INFO \
+    --pidfile "$RUN/celery-worker.pid" --logfile "$LOG/celery-worker.log"
+  started+=("celery worker (log $LOG/celery-worker.log)")
+fi
+if ! alive "$RUN/celery-beat.pid"; then
+  "$ROOT/.venv/bin/celery" -A kvmmgr beat --detach --loglevel INFO \
+    --schedule "$VAR/celerybeat-schedule" \
+    --pidfile "$RUN/celery-beat.pid" --logfile "$LOG/celery-beat.log"
+  started+=("celery beat (log $LOG/celery-beat.log)")
+fi
+if ! alive "$RUN/web.pid"; then
+  "$ROOT/.venv/bin/uwsgi" --http "127.0.0.1:$PORT" --module kvmmgr.wsgi:application \
+    --chdir "$ROOT" --master --processes 2 --threads 2 --harakiri 30 \
+    --static-map "/static=$VAR/static" --env "KVMMGR_DATA_DIR=$VAR" \
+    --pidfile "$RUN/web.pid" --daemonize "$LOG/web.log"
+  for _ in $(seq 100); do alive "$RUN/web.pid" && break; sleep 0.1; done
+  started+=("web server (uwsgi, log $LOG/web.log)")
+fi
+"$PY" manage.py refreshnodes --now || true
+
+echo
+if [ "${#started[@]}" -gt 0 ]; then
+  echo "started:"; for item in "${started[@]}"; do echo "  - $item"; done
+else
+  echo "everything was already running"
+fi
+echo
+echo "kvmmgr is at http://127.0.0.1:$PORT/  (user: admin, password: $(cat "$VAR/admin-password"))"
+echo "nodes:  $PY manage.py nodes"
+echo "stop:   $0 stop"
