@@ -23,3 +23,8 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         sender.signature("nodes.tasks.refresh_all_nodes"),
         name="refresh every enabled node's inventory",
     )
+    sender.add_periodic_task(
+        max(settings.KVMMGR_JOB_STALE_AFTER / 2, 1.0),
+        sender.signature("vms.tasks.reap_stale_jobs"),
+        name="fail jobs whose worker died",
+    )

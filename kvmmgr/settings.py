@@ -121,8 +121,14 @@ KVMMGR_SSH_KNOWN_HOSTS = Path(
 KVMMGR_CONNECT_TIMEOUT = env_float("KVMMGR_CONNECT_TIMEOUT", 2.5, minimum=0.5)
 # How often the beat refreshes every node's inventory.
 KVMMGR_INVENTORY_INTERVAL = env_float("KVMMGR_INVENTORY_INTERVAL", 10.0, minimum=1.0)
+# How often a refresh also re-reads a node's facts (memory, pools, ISOs, networks).
+KVMMGR_FACTS_INTERVAL = env_float("KVMMGR_FACTS_INTERVAL", 60.0, minimum=0.0)
 # A node whose last good contact is older than this many refresh intervals shows offline.
 KVMMGR_OFFLINE_AFTER_INTERVALS = env_int("KVMMGR_OFFLINE_AFTER_INTERVALS", 3, minimum=1)
+
+# A running job touches its heartbeat this often; the reaper fails it after STALE_AFTER.
+KVMMGR_JOB_HEARTBEAT = env_float("KVMMGR_JOB_HEARTBEAT", 5.0, minimum=0.1)
+KVMMGR_JOB_STALE_AFTER = env_float("KVMMGR_JOB_STALE_AFTER", 60.0, minimum=1.0)
 
 # Host name VNC links use for consoles of local (qemu:///system) nodes.
 KVMMGR_LOCAL_CONSOLE_HOST = env_str("KVMMGR_LOCAL_CONSOLE_HOST", socket.gethostname())

@@ -16,6 +16,12 @@ from nodes.validators import (
 )
 
 
+class VirtType(models.TextChoices):
+    AUTO = "auto", "auto (KVM where the node offers it)"
+    KVM = "kvm", "KVM"
+    QEMU = "qemu", "QEMU/TCG (no hardware acceleration)"
+
+
 class Node(models.Model):
     """A KVM host reachable through a libvirt URI.
 
@@ -35,6 +41,20 @@ class Node(models.Model):
         "(its VPN tunnel address where it has one). Empty: the URI's host.",
     )
     enabled = models.BooleanField(default=True)
+    virt_type = models.CharField(
+        "virtualization",
+        max_length=8,
+        choices=VirtType.choices,
+        default=VirtType.AUTO,
+        help_text="Pin to QEMU/TCG where /dev/kvm is missing or unusable (e.g. nested hosts).",
+    )
+    facts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the node offers (memory, pools, ISOs, networks), as last read; "
+        "forms validate against it without contacting the node.",
+    )
+    facts_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
@@ -63,6 +83,13 @@ class Node(models.Model):
         return timedelta(
             seconds=settings.KVMMGR_INVENTORY_INTERVAL * settings.KVMMGR_OFFLINE_AFTER_INTERVALS
         )
+
+    @property
+    def effective_virt_type(self) -> str:
+        """The domain type new VMs get: the pin, else kvm where the node offers it."""
+        if self.virt_type != VirtType.AUTO:
+            return self.virt_type
+        return "kvm" if self.facts.get("kvm_usable", True) else "qemu"
 
     @property
     def is_online(self) -> bool:

@@ -18,3 +18,28 @@ class VMState(models.TextChoices):
     def active(cls) -> frozenset[VMState]:
         """States in which the domain has a running qemu process."""
         return frozenset({cls.RUNNING, cls.PAUSED, cls.SHUTTING_DOWN, cls.SUSPENDED})
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    ABORTED = "aborted", "aborted"
+
+    @classmethod
+    def active(cls) -> tuple[str, ...]:
+        return (cls.QUEUED, cls.RUNNING)
+
+    @classmethod
+    def terminal(cls) -> tuple[str, ...]:
+        return (cls.SUCCEEDED, cls.FAILED, cls.ABORTED)
+
+
+class JobKind(models.TextChoices):
+    CREATE = "create", "create VM"
+    START = "start", "start"
+    SHUTDOWN = "shutdown", "shut down"
+    FORCE_OFF = "force_off", "force off"
+    REBOOT = "reboot", "reboot"
+    DELETE = "delete", "delete VM"

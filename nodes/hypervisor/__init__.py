@@ -9,13 +9,14 @@ from __future__ import annotations
 from nodes.hypervisor.connection import close_all, connection_for
 from nodes.hypervisor.domains import DomainInfo, list_domains
 from nodes.hypervisor.errors import HypervisorError
-from nodes.hypervisor.host import HostReport, probe_host
+from nodes.hypervisor.host import HostReport, collect_facts, probe_host
 
 __all__ = [
     "DomainInfo",
     "HostReport",
     "HypervisorError",
     "close_all",
+    "collect_facts",
     "connection_for",
     "list_domains",
     "probe_host",

@@ -76,8 +76,8 @@ def _libvirt_uri(parsed: ParsedURI, uri: str) -> str:
     """The URI handed to libvirt: for ssh, run ssh through our wrapper and config."""
     if not parsed.is_remote:
         return uri
-    sshconfig.ensure_config()
-    return f"{uri}?command={quote(str(sshconfig.WRAPPER), safe='/')}&no_tty=1"
+    wrapper = sshconfig.ensure_wrapper()
+    return f"{uri}?command={quote(str(wrapper), safe='/')}&no_tty=1"
 
 
 def _probe_tcp(parsed: ParsedURI, timeout: float) -> None:

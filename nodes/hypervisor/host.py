@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import libvirt
 
@@ -103,3 +103,9 @@ def probe_host(uri: str) -> HostReport:
             kvm_detail=kvm_detail,
             pools=sorted(pools, key=lambda p: p.name),
         )
+
+
+def collect_facts(uri: str) -> dict[str, object]:
+    """The node's facts as JSON-safe data, stored on the Node row for forms to use."""
+    report = probe_host(uri)
+    return {**asdict(report), "virt_type": report.virt_type}

@@ -1,23 +1,24 @@
 """The ssh client configuration the manager uses for every qemu+ssh connection.
 
-libvirt's ssh transport has no connect timeout and passes no options we could
-set per URI, so the manager keeps its own ssh_config file and makes libvirt run
-ssh through a tiny wrapper that adds ``-F`` (see ``bin/kvmmgr-ssh``).
+libvirt's ssh transport has no connect timeout, takes no ssh options per URI and
+starts ssh with a scrubbed environment. So the manager keeps its own ssh_config
+file and a two-line wrapper next to it that runs ``ssh -F <that file>``; the
+adapter hands libvirt the wrapper with the URI parameter ``command=``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shlex
+import shutil
 from pathlib import Path
 
 from django.conf import settings
 
-WRAPPER = Path(__file__).resolve().parent / "bin" / "kvmmgr-ssh"
 
-
-def config_path() -> Path:
-    return Path(settings.DATA_DIR) / "ssh" / "config"
+def ssh_dir() -> Path:
+    return Path(settings.DATA_DIR) / "ssh"
 
 
 def render_config() -> str:
@@ -42,16 +43,32 @@ def render_config() -> str:
     )
 
 
-def ensure_config() -> Path:
-    """Write the config if it changed and point the wrapper at it."""
-    path = config_path()
-    content = render_config()
-    if not path.exists() or path.read_text(encoding="utf-8") != content:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    os.environ["KVMMGR_SSH_CONFIG"] = str(path)
-    return path
+def render_wrapper(config: Path) -> str:
+    ssh = shutil.which("ssh") or "/usr/bin/ssh"
+    return (
+        "#!/bin/sh\n"
+        "# Written by kvmmgr: libvirt runs this as its ssh for qemu+ssh URIs.\n"
+        f'exec {shlex.quote(ssh)} -F {shlex.quote(str(config))} "$@"\n'
+    )
+
+
+def _write_if_changed(path: Path, content: str, mode: int) -> None:
+    if path.exists() and path.read_text(encoding="utf-8") == content:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_wrapper() -> Path:
+    """Write the config and the wrapper if they changed; return the wrapper's path."""
+    directory = ssh_dir()
+    config = directory / "config"
+    wrapper = directory / "kvmmgr-ssh"
+    _write_if_changed(config, render_config(), 0o600)
+    _write_if_changed(wrapper, render_wrapper(config), 0o700)
+    return wrapper

@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from nodes.hypervisor import DomainInfo, HypervisorError, list_domains
+from nodes.hypervisor import DomainInfo, HypervisorError, collect_facts, list_domains
 from nodes.models import Node
 from vms.choices import VMState
 from vms.models import VirtualMachine
@@ -37,18 +38,29 @@ def refresh_node(node: Node) -> RefreshResult:
     holds a database lock; the write is one short transaction.
     """
     attempted = timezone.now()
+    facts: dict[str, object] | None = None
     try:
         domains = list_domains(node.uri)
+        if _facts_due(node, attempted):
+            facts = collect_facts(node.uri)
     except HypervisorError as exc:
         Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=exc.message)
         log.warning("inventory of %s failed: %s", node.name, exc.message)
         return RefreshResult(node=node.name, ok=False, error=exc.message)
     with transaction.atomic():
         counts = apply_inventory(node, domains, observed_at=timezone.now())
-        Node.objects.filter(pk=node.pk).update(
-            last_attempt_at=attempted, last_seen=timezone.now(), last_error=""
-        )
+        seen: dict[str, object] = {"last_seen": timezone.now(), "last_error": ""}
+        if facts is not None:
+            seen.update(facts=facts, facts_at=attempted)
+        Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, **seen)
     return RefreshResult(node=node.name, ok=True, domains=len(domains), **counts)
+
+
+def _facts_due(node: Node, now: datetime) -> bool:
+    """Facts (pools, ISOs, networks) change rarely: read them every FACTS_INTERVAL."""
+    if node.facts_at is None:
+        return True
+    return (now - node.facts_at).total_seconds() >= settings.KVMMGR_FACTS_INTERVAL
 
 
 def _may_claim(row: VirtualMachine, domain: DomainInfo, node: Node) -> bool:
