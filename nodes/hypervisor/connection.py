@@ -72,6 +72,14 @@ def _ensure_event_loop() -> None:
     _pool.event_loop_started = True
 
 
+def libvirt_uri_for(uri: str) -> str:
+    """The URI to hand libvirt or a libvirt tool (virt-install, virsh) for a node URI.
+
+    For ssh it adds our wrapper so the tool gets the same timeouts and pinned keys.
+    """
+    return _libvirt_uri(parse_node_uri(uri, resolve=False), uri)
+
+
 def _libvirt_uri(parsed: ParsedURI, uri: str) -> str:
     """The URI handed to libvirt: for ssh, run ssh through our wrapper and config."""
     if not parsed.is_remote:
