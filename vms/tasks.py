@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import close_old_connections
 
 from vms.services import jobs
 
 
 @shared_task(name="vms.tasks.run_job", ignore_result=True, acks_late=True)
 def run_job(job_id: int) -> str | None:
+    # Jobs can run for minutes: start on a connection the database has not dropped.
+    close_old_connections()
     # A redelivered message finds the job no longer queued and does nothing.
     return jobs.execute(job_id)
 

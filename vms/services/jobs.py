@@ -20,7 +20,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    connection,
+    transaction,
+)
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -156,9 +161,13 @@ class _Heartbeat:
     def _run(self) -> None:
         try:
             while not self.stop.wait(self.interval):
-                Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:
+                    # A busy database must not kill the heartbeat; the next beat retries.
+                    log.warning("job %s: heartbeat write failed", self.job_id, exc_info=True)
         finally:
             connection.close()
 
@@ -192,7 +201,6 @@ def _claim(job_id: int) -> Job | None:
 
 def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) -> str | None:
     """Run a queued job to a terminal status; returns it, or None if not ours to run."""
-    close_old_connections()
     job = _claim(job_id)
     if job is None:
         return None

@@ -1,0 +1,55 @@
+// Keeps a job page current while the job runs: polls the job's JSON and
+// appends new log lines, without reloading the page. No external libraries.
+(function () {
+  "use strict";
+  const root = document.getElementById("job");
+  if (!root || root.dataset.active !== "1") return;
+  const url = root.dataset.statusUrl;
+  const logEl = document.getElementById("job-log");
+  let offset = logEl.textContent.length;
+
+  function formatDetail(detail) {
+    if (!detail) return "";
+    return Object.entries(detail)
+      .map(([key, value]) => key.replace(/_/g, " ") + ": " + value)
+      .join(" · ");
+  }
+
+  async function poll() {
+    let data;
+    try {
+      const response = await fetch(url + "?log_offset=" + offset, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(response.status);
+      data = await response.json();
+    } catch (err) {
+      setTimeout(poll, 3000);
+      return;
+    }
+    const status = document.getElementById("job-status");
+    status.textContent = data.status_label;
+    status.className = "jobstatus " + data.status;
+    document.getElementById("job-bar").style.width = data.progress + "%";
+    document.getElementById("job-progress").textContent = data.progress;
+    document.getElementById("job-detail").textContent = formatDetail(data.detail);
+    if (data.duration !== null) {
+      document.getElementById("job-duration").textContent = data.duration.toFixed(1) + " s";
+    }
+    if (data.command) document.getElementById("job-command").textContent = data.command;
+    if (data.log) {
+      logEl.textContent += data.log;
+      logEl.scrollTop = logEl.scrollHeight;
+    }
+    offset = data.log_offset;
+    const error = document.getElementById("job-error");
+    error.textContent = data.error;
+    error.hidden = !data.error;
+    if (data.active) {
+      setTimeout(poll, 1000);
+    } else {
+      const abort = document.getElementById("abort-form");
+      if (abort) abort.remove();
+      root.dataset.active = "0";
+    }
+  }
+  setTimeout(poll, 1000);
+})();

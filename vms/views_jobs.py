@@ -1,0 +1,68 @@
+"""Job pages: the list, one job (refreshing itself while it runs), its JSON, abort."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from vms.choices import JobStatus
+from vms.models import Job
+from vms.services.jobs import request_abort
+
+PAGE_SIZE = 50
+
+
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = Job.objects.select_related("node").defer("log", "progress_detail")
+    status = request.GET.get("status", "")
+    if status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "vms/job_list.html",
+        {"page": page, "status": status, "statuses": JobStatus.choices},
+    )
+
+
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("node", "vm"), pk=pk)
+    return render(request, "vms/job_detail.html", {"job": job})
+
+
+@require_GET
+def job_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """What the job page polls: status, progress and the log from an offset."""
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        offset = max(0, int(request.GET.get("log_offset", "0")))
+    except ValueError:
+        offset = 0
+    return JsonResponse(
+        {
+            "id": job.pk,
+            "status": job.status,
+            "status_label": job.get_status_display(),
+            "active": job.is_active,
+            "progress": job.progress,
+            "detail": job.progress_detail,
+            "error": job.error,
+            "command": job.command,
+            "duration": job.duration_seconds,
+            "log": job.log[offset:],
+            "log_offset": len(job.log),
+        }
+    )
+
+
+@require_POST
+def job_abort(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    if request_abort(job):
+        messages.info(request, f"Abort of job {job.pk} requested.")
+    else:
+        messages.error(request, f"Job {job.pk} is {job.status}: nothing to abort.")
+    return redirect("vms:job_detail", pk=job.pk)
