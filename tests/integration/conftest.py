@@ -9,6 +9,7 @@ a CI run that silently skipped every integration test would prove nothing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
+LAB_LOCK = Path("/run/kvmmgr-lab/session.lock")
 
 REQUIRED_PROGRAMS = (
     "libvirtd",
@@ -76,17 +78,22 @@ def lab() -> Iterator[Lab]:
     missing = _missing_prerequisites()
     if missing:
         _skip_or_fail(", ".join(missing))
-    lab = Lab()
-    try:
-        lab.setup()
-        lab.add_node("node1")
-    except Exception:
-        lab.teardown()
-        raise
-    try:
-        yield lab
-    finally:
-        lab.teardown()
+    # One lab per machine: a second test session waits here instead of tearing
+    # down the first one's namespaces (setup() cleans up stale labs).
+    LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LAB_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lab = Lab()
+        try:
+            lab.setup()
+            lab.add_node("node1")
+        except Exception:
+            lab.teardown()
+            raise
+        try:
+            yield lab
+        finally:
+            lab.teardown()
 
 
 @pytest.fixture(scope="session")
