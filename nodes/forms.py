@@ -8,7 +8,7 @@ from nodes.models import Node
 class NodeForm(forms.ModelForm):
     class Meta:
         model = Node
-        fields = ["name", "uri", "migration_address", "enabled"]
+        fields = ["name", "uri", "migration_address", "virt_type", "enabled"]
         widgets = {
             "uri": forms.TextInput(attrs={"placeholder": "qemu+ssh://root@host.example/system"}),
             "migration_address": forms.TextInput(

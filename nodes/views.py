@@ -22,7 +22,8 @@ def node_list(request: HttpRequest) -> HttpResponse:
 
 
 def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
-    data = {key: form.cleaned_data[key] for key in ("name", "uri", "migration_address", "enabled")}
+    fields = ("name", "uri", "migration_address", "virt_type", "enabled")
+    data = {key: form.cleaned_data[key] for key in fields}
     try:
         if node is None:
             saved = registry.add_node(**data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from nodes.models import Node
+from nodes.models import Node, VirtType
 from vms.models import VirtualMachine
 
 
@@ -14,7 +14,14 @@ def _enqueue_refresh(node_id: int) -> None:
     transaction.on_commit(lambda: refresh_node.delay(node_id))
 
 
-def add_node(*, name: str, uri: str, migration_address: str = "", enabled: bool = True) -> Node:
+def add_node(
+    *,
+    name: str,
+    uri: str,
+    migration_address: str = "",
+    enabled: bool = True,
+    virt_type: str = VirtType.AUTO,
+) -> Node:
     """Validate and save a node, then queue its first inventory refresh.
 
     Raises ``django.core.exceptions.ValidationError`` with per-field messages;
@@ -25,6 +32,7 @@ def add_node(*, name: str, uri: str, migration_address: str = "", enabled: bool 
         uri=uri.strip(),
         migration_address=migration_address.strip(),
         enabled=enabled,
+        virt_type=virt_type,
     )
     node.full_clean()
     with transaction.atomic():
@@ -36,7 +44,7 @@ def add_node(*, name: str, uri: str, migration_address: str = "", enabled: bool 
 
 def update_node(node: Node, **changes: object) -> Node:
     """Apply changes to a node after validating the whole result."""
-    allowed = {"name", "uri", "migration_address", "enabled"}
+    allowed = {"name", "uri", "migration_address", "enabled", "virt_type"}
     unknown = set(changes) - allowed
     if unknown:
         raise TypeError(f"cannot change {', '.join(sorted(unknown))}")

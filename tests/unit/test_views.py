@@ -81,13 +81,20 @@ def test_add_node_form_rejects_bad_uri_and_saves_nothing(admin_client: Client) -
 @pytest.mark.django_db
 def test_add_edit_delete_node_through_pages(admin_client: Client) -> None:
     response = admin_client.post(
-        reverse("nodes:node_add"), {"name": "n1", "uri": "test:///default", "enabled": "on"}
+        reverse("nodes:node_add"),
+        {"name": "n1", "uri": "test:///default", "virt_type": "qemu", "enabled": "on"},
     )
     assert response.status_code == 302
     node = Node.objects.get(name="n1")
+    assert node.virt_type == "qemu" and node.effective_virt_type == "qemu"
     response = admin_client.post(
         reverse("nodes:node_edit", args=[node.pk]),
-        {"name": "n1", "uri": "qemu+ssh://root@127.0.0.1:70000/system", "enabled": "on"},
+        {
+            "name": "n1",
+            "uri": "qemu+ssh://root@127.0.0.1:70000/system",
+            "virt_type": "auto",
+            "enabled": "on",
+        },
     )
     assert response.status_code == 200 and "65535" in response.content.decode()
     node.refresh_from_db()

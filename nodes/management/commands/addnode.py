@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from nodes.management.commands._output import validation_error_to_command_error
+from nodes.models import VirtType
 from nodes.services import registry
 
 
@@ -21,6 +22,12 @@ class Command(BaseCommand):
             "--migration-address", default="", help="address peers use for migration"
         )
         parser.add_argument("--disabled", action="store_true", help="register without polling it")
+        parser.add_argument(
+            "--virt-type",
+            choices=[choice.value for choice in VirtType],
+            default=VirtType.AUTO,
+            help="pin guests to qemu (TCG) where KVM is missing or unusable",
+        )
 
     def handle(self, *args: object, **opts: object) -> None:
         try:
@@ -29,6 +36,7 @@ class Command(BaseCommand):
                 uri=str(opts["uri"]),
                 migration_address=str(opts["migration_address"]),
                 enabled=not opts["disabled"],
+                virt_type=str(opts["virt_type"]),
             )
         except ValidationError as exc:
             raise validation_error_to_command_error(exc) from exc

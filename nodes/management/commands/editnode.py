@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.management.commands._output import validation_error_to_command_error
-from nodes.models import Node
+from nodes.models import Node, VirtType
 from nodes.services import registry
 
 
@@ -18,6 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--rename")
         parser.add_argument("--uri")
         parser.add_argument("--migration-address")
+        parser.add_argument("--virt-type", choices=[choice.value for choice in VirtType])
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--enable", action="store_true")
         group.add_argument("--disable", action="store_true")
@@ -33,6 +34,8 @@ class Command(BaseCommand):
             changes["uri"] = opts["uri"]
         if opts["migration_address"] is not None:
             changes["migration_address"] = opts["migration_address"]
+        if opts["virt_type"] is not None:
+            changes["virt_type"] = opts["virt_type"]
         if opts["enable"]:
             changes["enabled"] = True
         if opts["disable"]:
@@ -40,7 +43,7 @@ class Command(BaseCommand):
         if not changes:
             raise CommandError(
                 "nothing to change: give --rename, --uri, --migration-address, "
-                "--enable or --disable"
+                "--virt-type, --enable or --disable"
             )
         try:
             registry.update_node(node, **changes)
