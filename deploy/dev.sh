@@ -18,17 +18,25 @@ export STATIC_ROOT="$VAR/static"
 mkdir -p "$RUN" "$LOG"
 chmod 700 "$VAR"
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_of() { cat "$1" 2>/dev/null || true; }
+alive() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
 stop_one() {
-  local name="$1" pidfile="$RUN/$1.pid"
-  if alive "$pidfile"; then
-    kill "$(cat "$pidfile")"
-    for _ in $(seq 50); do alive "$pidfile" || break; sleep 0.1; done
+  local name="$1" pidfile="$RUN/$1.pid" pid
+  pid="$(pid_of "$pidfile")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "$name (pid $pid) did not stop within 10 s" >&2
+      return 1
+    fi
     echo "stopped $name"
   fi
   rm -f "$pidfile"
 }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 case "${1:-start}" in
   stop)
@@ -36,7 +44,7 @@ case "${1:-start}" in
     exit 0 ;;
   status)
     for name in redis libvirtd celery-worker celery-beat web; do
-      if alive "$RUN/$name.pid"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: not started by dev.sh"; fi
+      if alive "$RUN/$name.pid"; then echo "$name: running (pid $(pid_of "$RUN/$name.pid"))"; else echo "$name: not started by dev.sh"; fi
     done
     exit 0 ;;
   start) ;;
@@ -83,11 +91,20 @@ if ! alive "$RUN/celery-beat.pid"; then
   started+=("celery beat (log $LOG/celery-beat.log)")
 fi
 if ! alive "$RUN/web.pid"; then
-  "$ROOT/.venv/bin/uwsgi" --http "127.0.0.1:$PORT" --module kvmmgr.wsgi:application \
+  if port_busy "$PORT"; then
+    echo "port $PORT is taken by another program; set KVMMGR_DEV_PORT to use another" >&2
+    exit 1
+  fi
+  # --die-on-term: uwsgi would otherwise reload on SIGTERM instead of stopping.
+  "$ROOT/.venv/bin/uwsgi" --die-on-term --http "127.0.0.1:$PORT" --module kvmmgr.wsgi:application \
     --chdir "$ROOT" --master --processes 2 --threads 2 --harakiri 30 \
     --static-map "/static=$VAR/static" --env "KVMMGR_DATA_DIR=$VAR" \
     --pidfile "$RUN/web.pid" --daemonize "$LOG/web.log"
-  for _ in $(seq 100); do alive "$RUN/web.pid" && break; sleep 0.1; done
+  for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
+  if ! alive "$RUN/web.pid" || ! port_busy "$PORT"; then
+    echo "the web server did not start; see $LOG/web.log" >&2
+    exit 1
+  fi
   started+=("web server (uwsgi, log $LOG/web.log)")
 fi
 "$PY" manage.py refreshnodes --now || true

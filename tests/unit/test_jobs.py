@@ -131,7 +131,9 @@ def test_abort_queued_job_at_once_and_running_job_on_request() -> None:
 @pytest.mark.django_db(transaction=True)
 @override_settings(KVMMGR_JOB_HEARTBEAT=0.05)
 def test_heartbeat_advances_while_the_handler_works() -> None:
-    job = _submit(make_vm(make_node()))
+    # Created directly: submit() would hand the job to the broker on commit.
+    vm = make_vm(make_node())
+    job = Job.objects.create(kind=JobKind.START, vm=vm, target_name=vm.name, lock_key="vm:x")
     seen: list[object] = []
 
     def handler(ctx: JobContext) -> None:
