@@ -24,6 +24,9 @@ BIND_MOUNTS = {
     "lib": "/var/lib/libvirt",
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
+    # Each node has its own root ~/.ssh, as a real host would: authorized_keys,
+    # known_hosts and the keys node-to-node (peer-to-peer) migration uses.
+    "rootssh": "/root/.ssh",
 }
 
 DAEMON_ENV = {

@@ -66,7 +66,7 @@ ListenAddress {address}
 Port 22
 HostKey {host_key}
 PidFile {pidfile}
-AuthorizedKeysFile {authorized_keys}
+AuthorizedKeysFile .ssh/authorized_keys
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -373,7 +373,7 @@ class LabNode:
         """Fresh per-run state; the capability cache and host key are kept."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
-        for sub in ("etc", "run", "lib", "log"):
+        for sub in ("etc", "run", "lib", "log", "rootssh"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         for stale in (
             "libvirtd.pid",
@@ -390,6 +390,11 @@ class LabNode:
             network_xml.unlink()
         for sub in ("run", "lib", "log", "cache"):
             (self.dir / sub).mkdir(exist_ok=True)
+        # The node's private /root/.ssh starts with only the lab's key authorized.
+        (self.dir / "rootssh").mkdir(mode=0o700)
+        shutil.copyfile(self.authorized_keys, self.dir / "rootssh" / "authorized_keys")
+        (self.dir / "rootssh" / "authorized_keys").chmod(0o600)
+        Path("/root/.ssh").mkdir(mode=0o700, exist_ok=True)
         (self.dir / "lib" / "images").mkdir()
         # qemu opens the default serial log path before libvirt creates this dir.
         (self.dir / "log" / "qemu").mkdir()

@@ -1,0 +1,167 @@
+"""Node-to-node SSH trust for peer-to-peer migration.
+
+With ``--p2p`` the source node's libvirtd opens the destination URI itself, over
+ssh, as root on the source. Each node therefore gets, under ``NODE_DIR``:
+its own migration key (generated on the node: private keys never travel), a
+known_hosts file with its peers' host keys pinned at their migration
+addresses, an ssh_config (connect timeout, keepalive, strict host keys) and a
+two-line wrapper libvirt runs as ssh (URI parameter ``command=``). Each node's
+public migration key is authorized on every other node. Nothing here turns
+host-key checking off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nodes.hypervisor.errors import HypervisorError
+from nodes.models import Node
+from nodes.remote import RemoteNode, open_remote
+from nodes.validators import parse_node_uri, validate_host
+
+NODE_DIR = "/etc/libvirt/kvmmgr"
+KEY = f"{NODE_DIR}/migration_key"
+KNOWN_HOSTS = f"{NODE_DIR}/known_hosts"
+SSH_CONFIG = f"{NODE_DIR}/ssh_config"
+WRAPPER = f"{NODE_DIR}/kvmmgr-ssh"
+MARKER = "kvmmgr-migration"
+
+SSH_CONFIG_TEXT = f"""# Written by kvmmgr for peer-to-peer migration; changes are overwritten.
+Host *
+    IdentityFile {KEY}
+    IdentitiesOnly yes
+    UserKnownHostsFile {KNOWN_HOSTS}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 3
+    ServerAliveInterval 5
+    ServerAliveCountMax 3
+    LogLevel ERROR
+"""
+
+WRAPPER_TEXT = f"""#!/bin/sh
+# Written by kvmmgr: libvirtd runs this as ssh for peer-to-peer migration.
+exec ssh -F {SSH_CONFIG} "$@"
+"""
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node: Node
+    migration_pubkey: str
+    host_key_line: str  # "<keytype> <base64>"
+
+
+def peer_uri(dest: Node) -> str:
+    """The URI a source node's libvirtd uses to reach ``dest`` for p2p migration."""
+    parsed = parse_node_uri(dest.uri, resolve=False)
+    address = dest.effective_migration_address
+    host = f"[{address}]" if ":" in address else address
+    port = f":{parsed.port}" if parsed.port else ""
+    user = f"{parsed.user}@" if parsed.user else ""
+    return f"qemu+ssh://{user}{host}{port}/system?command={WRAPPER}&no_tty=1"
+
+
+def display_peer_uri(dest: Node) -> str:
+    """The same URI without our parameters, for the equivalent virsh command."""
+    return peer_uri(dest).split("?", 1)[0]
+
+
+def _known_hosts_name(node: Node) -> str:
+    parsed = parse_node_uri(node.uri, resolve=False)
+    address = node.effective_migration_address
+    if parsed.port and parsed.port != 22:
+        return f"[{address}]:{parsed.port}"
+    return address
+
+
+def _identity(remote: RemoteNode, node: Node) -> NodeIdentity:
+    remote.ensure_dir(NODE_DIR, 0o700)
+    if remote.read_file(f"{KEY}.pub") is None:
+        result = remote.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"{MARKER}@{node.name}",
+                "-f",
+                KEY,
+            ]
+        )
+        if not result.ok:
+            raise HypervisorError(f"{node.name}: ssh-keygen failed: {result.stderr.strip()}")
+    pubkey = (remote.read_file(f"{KEY}.pub") or "").strip()
+    host_key = remote.host_key
+    return NodeIdentity(node, pubkey, f"{host_key.get_name()} {host_key.get_base64()}")
+
+
+def _authorize(remote: RemoteNode, peers: list[NodeIdentity]) -> None:
+    home = remote.run(["sh", "-c", 'printf %s "$HOME"']).stdout.strip() or "/root"
+    ssh_dir = f"{home}/.ssh"
+    remote.ensure_dir(ssh_dir, 0o700)
+    path = f"{ssh_dir}/authorized_keys"
+    lines = (remote.read_file(path) or "").splitlines()
+    present = set(lines)
+    missing = [peer.migration_pubkey for peer in peers if peer.migration_pubkey not in present]
+    if missing:
+        remote.write_file(path, "\n".join([*lines, *missing]) + "\n", 0o600)
+
+
+def establish(nodes: list[Node]) -> list[str]:
+    """Install migration trust among ``nodes`` (all remote); returns what it did."""
+    if len(nodes) < 2:
+        return []
+    identities: dict[int, NodeIdentity] = {}
+    for node in nodes:
+        with open_remote(node.name, node.uri) as remote:
+            identities[node.pk] = _identity(remote, node)
+    report = []
+    for node in nodes:
+        peers = [identities[other.pk] for other in nodes if other.pk != node.pk]
+        known = "".join(f"{_known_hosts_name(peer.node)} {peer.host_key_line}\n" for peer in peers)
+        with open_remote(node.name, node.uri) as remote:
+            remote.write_file(SSH_CONFIG, SSH_CONFIG_TEXT, 0o600)
+            remote.write_file(WRAPPER, WRAPPER_TEXT, 0o700)
+            remote.write_file(KNOWN_HOSTS, known, 0o600)
+            _authorize(remote, peers)
+        report.append(f"{node.name}: trusts {', '.join(p.node.name for p in peers)}")
+    return report
+
+
+def verify(source: Node, dest: Node) -> str:
+    """From ``source``, open ``dest``'s libvirt the way p2p migration will.
+
+    Returns the destination's hostname; raises ``HypervisorError`` with the
+    reason (no route, key refused, host key mismatch) otherwise.
+    """
+    with open_remote(source.name, source.uri) as remote:
+        result = remote.run(
+            ["timeout", "15", "virsh", "-c", peer_uri(dest), "hostname"], timeout=20
+        )
+    if not result.ok:
+        reason = (result.stderr or result.stdout).strip() or f"exit status {result.exit_status}"
+        raise HypervisorError(
+            f"{source.name} cannot reach {dest.name}'s libvirt at "
+            f"{dest.effective_migration_address} for peer-to-peer migration: {reason}",
+            retryable=True,
+        )
+    return result.stdout.strip()
+
+
+def probe_port(source: Node, address: str, port: int) -> bool:
+    """Whether ``source`` gets an answer (open or refused) from ``address:port``.
+
+    A refused connection proves the path is open; silence means a firewall or
+    no route, which would stall a migration.
+    """
+    validate_host(address, resolve=False)  # it goes into a remote bash -c script
+    script = f"exec 3<>/dev/tcp/{address}/{int(port)}"
+    with open_remote(source.name, source.uri) as remote:
+        result = remote.run(["timeout", "3", "bash", "-c", script], timeout=10)
+    text = result.stderr.lower()
+    return result.ok or "refused" in text
