@@ -130,6 +130,9 @@ KVMMGR_OFFLINE_AFTER_INTERVALS = env_int("KVMMGR_OFFLINE_AFTER_INTERVALS", 3, mi
 KVMMGR_JOB_HEARTBEAT = env_float("KVMMGR_JOB_HEARTBEAT", 5.0, minimum=0.1)
 KVMMGR_JOB_STALE_AFTER = env_float("KVMMGR_JOB_STALE_AFTER", 60.0, minimum=1.0)
 
+# virt-install gets this long before the create job gives up on it.
+KVMMGR_VIRT_INSTALL_TIMEOUT = env_float("KVMMGR_VIRT_INSTALL_TIMEOUT", 600.0, minimum=10.0)
+
 # Host name VNC links use for consoles of local (qemu:///system) nodes.
 KVMMGR_LOCAL_CONSOLE_HOST = env_str("KVMMGR_LOCAL_CONSOLE_HOST", socket.gethostname())
 

@@ -33,6 +33,14 @@ class VirtualMachine(models.Model):
     vnc_listen = models.CharField(max_length=255, blank=True)
     observed_at = models.DateTimeField()
     vanished_at = models.DateTimeField(null=True, blank=True)
+    xml_summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Disks, NICs and consoles from the domain XML, as last observed; "
+        "the detail page and delete's disk choice read it instead of the node.",
+    )
+    # Set by the create job; encrypted (vms.vncsecret), never logged or rendered as is.
+    vnc_password_sealed = models.TextField(blank=True, editable=False)
 
     objects = VirtualMachineQuerySet.as_manager()
 

@@ -2,12 +2,27 @@ from __future__ import annotations
 
 from django.urls import path
 
-from vms import views, views_jobs
+from vms import views, views_actions, views_create, views_detail, views_jobs
 
 app_name = "vms"
 urlpatterns = [
     path("", views.vm_list, name="vm_list"),
     path("refresh/", views.refresh_all, name="refresh_all"),
+    path("create/", views_create.vm_create, name="vm_create"),
+    path("vm/<uuid:uuid>/", views_detail.vm_detail, name="vm_detail"),
+    path("vm/<uuid:uuid>/start/", views_actions.vm_start, name="vm_start"),
+    path("vm/<uuid:uuid>/shutdown/", views_actions.vm_shutdown, name="vm_shutdown"),
+    path("vm/<uuid:uuid>/reboot/", views_actions.vm_reboot, name="vm_reboot"),
+    path(
+        "vm/<uuid:uuid>/force-off/confirm/",
+        views_actions.vm_force_off_confirm,
+        name="vm_force_off_confirm",
+    ),
+    path("vm/<uuid:uuid>/force-off/", views_actions.vm_force_off, name="vm_force_off"),
+    path(
+        "vm/<uuid:uuid>/delete/confirm/", views_actions.vm_delete_confirm, name="vm_delete_confirm"
+    ),
+    path("vm/<uuid:uuid>/delete/", views_actions.vm_delete, name="vm_delete"),
     path("jobs/", views_jobs.job_list, name="job_list"),
     path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),

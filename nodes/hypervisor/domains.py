@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import libvirt
 
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.errors import HypervisorError
 from nodes.hypervisor.states import state_from_libvirt
-from nodes.hypervisor.xml import parse_domain_xml
+from nodes.hypervisor.xml import parse_domain_devices, parse_domain_xml
 from vms.choices import VMState
 
 
@@ -25,11 +26,14 @@ class DomainInfo:
     persistent: bool
     vnc_port: int | None
     vnc_listen: str
+    # Disks, NICs, consoles (``DomainDevices.as_dict()``) for the VM detail page.
+    xml_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _describe(dom: libvirt.virDomain, persistent: bool) -> DomainInfo:
     state_code, _reason = dom.state()
-    summary = parse_domain_xml(dom.XMLDesc(0))
+    xml_text = dom.XMLDesc(0)
+    summary = parse_domain_xml(xml_text)
     state = state_from_libvirt(state_code)
     vnc = summary.vnc
     # An autoport console has a port only while the domain runs.
@@ -43,6 +47,7 @@ def _describe(dom: libvirt.virDomain, persistent: bool) -> DomainInfo:
         persistent=persistent,
         vnc_port=vnc.port if vnc is not None and active else None,
         vnc_listen=vnc.listen if vnc is not None else "",
+        xml_summary=parse_domain_devices(xml_text).as_dict(),
     )
 
 

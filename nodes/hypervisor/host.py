@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 import libvirt
 
 from nodes.hypervisor.connection import connection_for
+from nodes.hypervisor.networks import network_facts
+from nodes.hypervisor.storage import storage_facts
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ def probe_host(uri: str) -> HostReport:
 
 
 def collect_facts(uri: str) -> dict[str, object]:
-    """The node's facts as JSON-safe data, stored on the Node row for forms to use."""
+    """The node's facts as JSON-safe data, stored on the Node row for forms to use.
+
+    Besides the host report: each pool's volumes, the ISO images, libvirt
+    networks and host bridges (bounded lists; see storage.py and networks.py).
+    """
     report = probe_host(uri)
-    return {**asdict(report), "virt_type": report.virt_type}
+    with connection_for(uri) as conn:
+        extra = {**storage_facts(conn), **network_facts(conn)}
+    return {**asdict(report), "virt_type": report.virt_type, **extra}

@@ -79,3 +79,155 @@ def parse_domain_xml(xml_text: str) -> DomainSummary:
     return DomainSummary(
         vcpus=vcpus, memory_mib=memory, current_memory_mib=current, vnc=_vnc_console(root)
     )
+
+
+# -- devices: disks, NICs, consoles (the VM detail page and delete's disk choice) --
+
+
+@dataclass(frozen=True)
+class DiskDevice:
+    """One ``<disk>``: where it lives and whether it may be offered for deletion."""
+
+    target: str
+    device: str  # disk, cdrom, floppy, lun
+    source_type: str  # file, block, volume, network
+    path: str  # file or block device path ("" for volume/network disks)
+    pool: str
+    volume: str
+    format: str
+    bus: str
+    readonly: bool
+    shareable: bool
+
+    @property
+    def deletable(self) -> bool:
+        """Only the VM's own writable disks; never an ISO, a shared or a network disk."""
+        return (
+            self.device == "disk"
+            and self.source_type in {"file", "block", "volume"}
+            and not self.readonly
+            and not self.shareable
+            and bool(self.path or (self.pool and self.volume))
+        )
+
+
+@dataclass(frozen=True)
+class NicDevice:
+    mac: str
+    type: str  # network, bridge, direct, user…
+    source: str
+    model: str
+
+
+@dataclass(frozen=True)
+class ConsoleDevice:
+    """A text console (``<console>``/``<serial>``) or a graphical one (``<graphics>``)."""
+
+    kind: str  # console, serial, graphics
+    type: str  # pty, file, vnc, spice…
+    detail: str  # log path, listen:port…
+
+
+@dataclass(frozen=True)
+class DomainDevices:
+    disks: tuple[DiskDevice, ...]
+    nics: tuple[NicDevice, ...]
+    consoles: tuple[ConsoleDevice, ...]
+    nvram: str
+    uefi: bool  # firmware with a per-VM NVRAM store (undefine must remove it too)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly form, stored with the inventory row (``VirtualMachine.xml_summary``)."""
+        return {
+            "disks": [{**vars(d), "deletable": d.deletable} for d in self.disks],
+            "nics": [vars(n) for n in self.nics],
+            "consoles": [vars(c) for c in self.consoles],
+            "nvram": self.nvram,
+            "uefi": self.uefi,
+        }
+
+
+def _disk(element: ET.Element) -> DiskDevice | None:
+    target = element.find("target")
+    if target is None or not target.get("dev"):
+        return None
+    source = element.find("source")
+    source_type = element.get("type", "file")
+    path = pool = volume = ""
+    if source is not None:
+        path = source.get("file") or source.get("dev") or ""
+        pool, volume = source.get("pool", ""), source.get("volume", "")
+        if source_type == "network":
+            path = f"{source.get('protocol', '')}:{source.get('name', '')}"
+    driver = element.find("driver")
+    return DiskDevice(
+        target=target.get("dev", ""),
+        device=element.get("device", "disk"),
+        source_type=source_type,
+        path=path,
+        pool=pool,
+        volume=volume,
+        format=driver.get("type", "") if driver is not None else "",
+        bus=target.get("bus", ""),
+        readonly=element.find("readonly") is not None,
+        shareable=element.find("shareable") is not None,
+    )
+
+
+def _nic(element: ET.Element) -> NicDevice:
+    mac = element.find("mac")
+    source = element.find("source")
+    model = element.find("model")
+    nic_type = element.get("type", "")
+    source_name = ""
+    if source is not None:
+        source_name = source.get("network") or source.get("bridge") or source.get("dev") or ""
+    return NicDevice(
+        mac=mac.get("address", "") if mac is not None else "",
+        type=nic_type,
+        source=source_name,
+        model=model.get("type", "") if model is not None else "",
+    )
+
+
+def _consoles(devices: ET.Element) -> list[ConsoleDevice]:
+    result = []
+    for kind in ("console", "serial"):
+        for element in devices.findall(kind):
+            source = element.find("source")
+            detail = source.get("path", "") if source is not None else ""
+            result.append(ConsoleDevice(kind=kind, type=element.get("type", ""), detail=detail))
+    for element in devices.findall("graphics"):
+        listen = element.get("listen") or ""
+        listen_el = element.find("./listen[@type='address']")
+        if listen_el is not None and listen_el.get("address"):
+            listen = listen_el.get("address", "")
+        port = element.get("port", "")
+        detail = f"{listen or '*'}:{port if port and port != '-1' else 'auto'}"
+        result.append(ConsoleDevice(kind="graphics", type=element.get("type", ""), detail=detail))
+    return result
+
+
+def parse_domain_devices(xml_text: str) -> DomainDevices:
+    """Disks, NICs, consoles and the NVRAM file of a domain, for display and for delete."""
+    root = ET.fromstring(xml_text)
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.Element("devices")
+    disks = [d for d in (_disk(e) for e in devices.findall("disk")) if d is not None]
+    nvram_el = root.find("./os/nvram")
+    nvram = (nvram_el.text or "").strip() if nvram_el is not None else ""
+    os_el = root.find("os")
+    loader = root.find("./os/loader")
+    uefi = bool(
+        nvram
+        or (os_el is not None and os_el.get("firmware") == "efi")
+        or (loader is not None and loader.get("type") == "pflash")
+    )
+    return DomainDevices(
+        disks=tuple(disks),
+        nics=tuple(_nic(e) for e in devices.findall("interface")),
+        consoles=tuple(_consoles(devices)),
+        nvram=nvram,
+        uefi=uefi,
+    )

@@ -8,10 +8,24 @@
   const logEl = document.getElementById("job-log");
   let offset = logEl.textContent.length;
 
+  const MIB = 1024 * 1024;
+  const BYTE_KEYS = /^(data|memory|disk)_(processed|remaining|total)$/;
+
+  // Byte counts as MiB and rates as MiB/s, so migration progress reads naturally.
+  function formatValue(key, value) {
+    if (typeof value !== "number") return Array.isArray(value) ? value.join(", ") : String(value);
+    if (BYTE_KEYS.test(key)) return (value / MIB).toFixed(1) + " MiB";
+    if (key.endsWith("_bps")) return (value / MIB).toFixed(1) + " MiB/s";
+    if (key.endsWith("_ms")) return value + " ms";
+    if (key.endsWith("_s") || key.endsWith("_seconds")) return value + " s";
+    return String(value);
+  }
+
   function formatDetail(detail) {
     if (!detail) return "";
     return Object.entries(detail)
-      .map(([key, value]) => key.replace(/_/g, " ") + ": " + value)
+      .filter(([, value]) => value !== null && value !== "")
+      .map(([key, value]) => key.replace(/_/g, " ") + ": " + formatValue(key, value))
       .join(" · ");
   }
 

@@ -17,7 +17,17 @@ from vms.models import VirtualMachine
 
 log = logging.getLogger(__name__)
 
-_FIELDS = ("node", "name", "state", "vcpus", "memory_mib", "persistent", "vnc_port", "vnc_listen")
+_FIELDS = (
+    "node",
+    "name",
+    "state",
+    "vcpus",
+    "memory_mib",
+    "persistent",
+    "vnc_port",
+    "vnc_listen",
+    "xml_summary",
+)
 
 
 @dataclass(frozen=True)
@@ -77,40 +87,57 @@ def _may_claim(row: VirtualMachine, domain: DomainInfo, node: Node) -> bool:
 def apply_inventory(
     node: Node, domains: list[DomainInfo], *, observed_at: datetime
 ) -> dict[str, int]:
-    """Upsert the observed domains for ``node`` and mark the missing ones vanished."""
+    """Upsert the observed domains for ``node`` and mark the missing ones vanished.
+
+    Only rows whose values changed are rewritten; the observation time of every
+    seen row is stamped with one UPDATE. On a steady node almost nothing changes,
+    and a 1,000-row ``bulk_update`` of every column is what would cost the time.
+    """
     by_uuid = {d.uuid: d for d in domains}
     existing = {str(vm.uuid): vm for vm in VirtualMachine.objects.filter(uuid__in=list(by_uuid))}
     to_create: list[VirtualMachine] = []
     to_update: list[VirtualMachine] = []
+    seen_ids: list[int] = []
     for uuid, domain in by_uuid.items():
         row = existing.get(uuid)
-        values = {
-            "node": node,
-            "name": domain.name,
-            "state": domain.state,
-            "vcpus": domain.vcpus,
-            "memory_mib": domain.memory_mib,
-            "persistent": domain.persistent,
-            "vnc_port": domain.vnc_port,
-            "vnc_listen": domain.vnc_listen,
-        }
+        values = _row_values(node, domain)
         if row is None:
             to_create.append(VirtualMachine(uuid=uuid, observed_at=observed_at, **values))
             continue
         if not _may_claim(row, domain, node):
             continue
-        for key, value in values.items():
-            setattr(row, key, value)
-        row.observed_at = observed_at
+        seen_ids.append(row.pk)
+        changed = row.vanished_at is not None
         row.vanished_at = None
-        to_update.append(row)
+        for key, value in values.items():
+            if getattr(row, key) != value:
+                setattr(row, key, value)
+                changed = True
+        if changed:
+            row.observed_at = observed_at
+            to_update.append(row)
     VirtualMachine.objects.bulk_create(to_create, batch_size=500)
     VirtualMachine.objects.bulk_update(
-        to_update, [*_FIELDS, "observed_at", "vanished_at"], batch_size=500
+        to_update, [*_FIELDS, "observed_at", "vanished_at"], batch_size=200
     )
+    VirtualMachine.objects.filter(pk__in=seen_ids).update(observed_at=observed_at)
     vanished = (
         VirtualMachine.objects.filter(node=node, vanished_at__isnull=True)
         .exclude(uuid__in=list(by_uuid))
         .update(vanished_at=observed_at, vnc_port=None)
     )
     return {"created": len(to_create), "updated": len(to_update), "vanished": vanished}
+
+
+def _row_values(node: Node, domain: DomainInfo) -> dict[str, object]:
+    return {
+        "node_id": node.pk,
+        "name": domain.name,
+        "state": domain.state,
+        "vcpus": domain.vcpus,
+        "memory_mib": domain.memory_mib,
+        "persistent": domain.persistent,
+        "vnc_port": domain.vnc_port,
+        "vnc_listen": domain.vnc_listen,
+        "xml_summary": domain.xml_summary,
+    }

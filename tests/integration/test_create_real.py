@@ -1,0 +1,177 @@
+"""Create VMs with virt-install on a real libvirtd + qemu (TCG) through the job runner."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor import virtinstall
+from nodes.models import Node
+from nodes.services import registry
+from tests.lab.lab import Lab
+from tests.lab.node import LabNode
+from vms import vncsecret
+from vms.choices import JobStatus, VMState
+from vms.models import Job, VirtualMachine
+from vms.services import inventory
+from vms.services.create import CreateRequest, submit_create
+from vms.services.jobs import execute
+
+MIB = 1024**2
+
+
+@pytest.fixture
+def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
+    known_hosts = tmp_path / "known_hosts"
+    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
+        yield known_hosts
+
+
+@pytest.fixture
+def leftovers(lab_node: LabNode) -> Iterator[list[str]]:
+    """Names of domains/volumes a test may leave on node1; removed afterwards, pass or fail."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        lab_node.virsh("destroy", name)
+        lab_node.virsh("undefine", name, "--nvram")
+        for vol in (f"{name}.qcow2", name):
+            lab_node.virsh("vol-delete", vol, "--pool", "default")
+
+
+@pytest.fixture
+def node(manager_ssh: Path, lab_node: LabNode, db: None) -> Node:
+    """node1 as the product sees it, pinned to TCG, with a guest bridge and fresh facts."""
+    lab_node.add_guest_bridge()
+    node = registry.add_node(name="node1", uri=lab_node.uri, virt_type="qemu")
+    return node
+
+
+def refreshed(node: Node) -> Node:
+    Node.objects.filter(pk=node.pk).update(facts_at=None)
+    result = inventory.refresh_node(node)
+    assert result.ok, result.error
+    node.refresh_from_db()
+    return node
+
+
+def run(job: Job) -> Job:
+    started = time.monotonic()
+    execute(job.pk)
+    job.refresh_from_db()
+    job.elapsed = time.monotonic() - started  # type: ignore[attr-defined]
+    return job
+
+
+def domain_xml(lab_node: LabNode, name: str) -> ET.Element:
+    proc = lab_node.virsh("dumpxml", "--security-info", name, check=True)
+    return ET.fromstring(proc.stdout)
+
+
+def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
+    node: Node, lab_node: LabNode, leftovers: list[str]
+) -> None:
+    leftovers += ["ci-import1", "ci-import1-disk"]
+    hv_storage.create_volume(lab_node.uri, "default", "ci-import1-disk", 64 * MIB, "qcow2")
+    node = refreshed(node)
+    assert "labbr0" in node.facts["bridges"]
+    assert any(v["name"] == "ci-import1-disk" for v in node.facts["volumes"]["default"])
+
+    req = CreateRequest(
+        node=node,
+        name="ci-import1",
+        vcpus=1,
+        memory_mib=128,
+        media="import",
+        import_volume="default/ci-import1-disk",
+        bridge="labbr0",
+        os_variant="generic",
+    )
+    job = run(submit_create(req, requested_by="alice"))
+    assert job.status == JobStatus.SUCCEEDED, job.log
+    assert job.elapsed < 30  # type: ignore[attr-defined]
+
+    vm = VirtualMachine.objects.get(name="ci-import1")
+    assert (vm.node, vm.state, vm.vcpus, vm.memory_mib) == (node, VMState.RUNNING, 1, 128)
+    assert vm.vnc_listen == lab_node.address and vm.vnc_port and vm.vnc_port >= 5900
+    password = vncsecret.unseal(vm.vnc_password_sealed)
+    assert password and password not in job.log and password not in job.command
+    assert job.command.startswith(f"virt-install --connect {lab_node.uri} ")
+    assert "command=" not in job.command  # the plain URI, not our ssh wrapper
+
+    root = domain_xml(lab_node, "ci-import1")
+    assert root.get("type") == "qemu"
+    graphics = root.find("./devices/graphics[@type='vnc']")
+    assert graphics is not None
+    assert graphics.get("listen") == lab_node.address and graphics.get("passwd") == password
+    assert root.find("./devices/interface/source").get("bridge") == "labbr0"
+
+
+def test_new_disk_pxe_and_failed_start_is_cleaned_up(
+    node: Node, lab_node: LabNode, leftovers: list[str]
+) -> None:
+    leftovers += ["ci-pxe1", "ci-pxe2"]
+    node = refreshed(node)
+    base = {"node": node, "vcpus": 1, "memory_mib": 128, "media": "pxe", "disk_gib": 1}
+    first = run(
+        submit_create(
+            CreateRequest(name="ci-pxe1", bridge="labbr0", vnc_port=5977, **base),
+            requested_by="alice",
+        )
+    )
+    assert first.status == JobStatus.SUCCEEDED, first.log
+    assert "pool=default,size=1,format=qcow2" in first.command and "--pxe" in first.command
+    assert hv_storage.find_volume(node.uri, "default", "ci-pxe1.qcow2") is not None
+    assert VirtualMachine.objects.get(name="ci-pxe1").state == VMState.RUNNING
+
+    # The inventory is stale (the VM holding port 5977 is not in it): the check before the
+    # job passes, qemu then cannot bind the port, and the job must leave nothing behind.
+    VirtualMachine.objects.filter(name="ci-pxe1").delete()
+    second = run(
+        submit_create(
+            CreateRequest(name="ci-pxe2", bridge="labbr0", vnc_port=5977, **base),
+            requested_by="alice",
+        )
+    )
+    assert second.status == JobStatus.FAILED
+    assert "virt-install failed" in second.error
+    assert "Nothing was left on the node." in second.error or "Removed" in second.error
+    assert not virtinstall.domain_exists(node.uri, name="ci-pxe2")
+    assert hv_storage.find_volume(node.uri, "default", "ci-pxe2.qcow2") is None
+
+
+def test_unreachable_node_fails_the_job_quickly_and_creates_nothing(
+    node: Node, lab: Lab, lab_node: LabNode
+) -> None:
+    node = refreshed(node)
+    # A node whose facts say it is fine, but whose address now drops every packet.
+    dead = Node.objects.create(
+        name="dead",
+        uri=f"qemu+ssh://root@{lab.blackhole_address}/system",
+        virt_type="qemu",
+        facts=node.facts,
+        facts_at=timezone.now(),
+        last_seen=timezone.now(),
+    )
+    req = CreateRequest(
+        node=dead,
+        name="ci-dead1",
+        vcpus=1,
+        memory_mib=128,
+        media="pxe",
+        disk_gib=1,
+        bridge="labbr0",
+    )
+    job = run(submit_create(req, requested_by="alice"))
+    assert job.status == JobStatus.FAILED
+    assert job.elapsed < 10  # type: ignore[attr-defined]
+    assert "unreachable" in job.error and "Nothing was created" in job.error
+    assert not VirtualMachine.objects.filter(name="ci-dead1").exists()
+    assert not virtinstall.domain_exists(lab_node.uri, name="ci-dead1")

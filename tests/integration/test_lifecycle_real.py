@@ -1,0 +1,246 @@
+"""VM lifecycle through the product's services and job runner on a real libvirtd + qemu (TCG).
+
+Each test defines its own guest and removes it at the end; ``node1`` and
+``tiny1`` are left as the session fixtures made them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test import override_settings
+
+from nodes.models import Node
+from nodes.services import registry
+from tests.lab.lab import Lab
+from tests.lab.node import LabNode
+from vms.choices import JobStatus, VMState
+from vms.models import Job, VirtualMachine
+from vms.services import inventory, jobs, lifecycle
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = Path("/var/lib/libvirt/images")
+
+
+@pytest.fixture
+def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
+    """The manager logs in with the lab's key and pins host keys in its own file."""
+    known_hosts = tmp_path / "known_hosts"
+    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
+        yield known_hosts
+
+
+@contextmanager
+def eager_tasks() -> Iterator[None]:
+    """Tasks queued meanwhile (node refreshes) run inline instead of needing a broker."""
+    from kvmmgr.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = False
+
+
+def _remove_guest(node: LabNode, name: str) -> None:
+    node.virsh("destroy", name)
+    node.virsh("undefine", name, "--nvram")
+    node.virsh("vol-delete", "--pool", "default", f"{name}.qcow2")
+
+
+def _run(job: Job) -> Job:
+    jobs.execute(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def _vm(uuid: str) -> VirtualMachine:
+    return VirtualMachine.objects.select_related("node").get(uuid=uuid)
+
+
+def _node(lab_node: LabNode) -> Node:
+    node = registry.add_node(name="node1", uri=lab_node.uri)
+    result = inventory.refresh_node(node)
+    assert result.ok, result.error
+    node.refresh_from_db()
+    return node
+
+
+@pytest.mark.django_db
+def test_start_shutdown_start_force_off_delete_with_disk(
+    manager_ssh: Path, lab: Lab, lab_node: LabNode
+) -> None:
+    name = "lcguest"
+    _remove_guest(lab_node, name)  # leftovers of an interrupted run
+    guest = lab.define_guest(lab_node, name, disk_mib=64)
+    disk = lab_node.host_path(IMAGES / f"{name}.qcow2")
+    try:
+        assert disk.is_file()
+        node = _node(lab_node)
+        vm = _vm(guest.uuid)
+        assert vm.state == VMState.SHUTOFF
+        assert [d["target"] for d in lifecycle.deletable_disks(vm)] == ["vda"]
+        assert vm.xml_summary["disks"][0]["path"] == str(IMAGES / f"{name}.qcow2")
+
+        job = _run(lifecycle.request_start(vm, "it"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert job.command == f"virsh -c {node.uri} start {name}"
+        assert _vm(guest.uuid).state == VMState.RUNNING  # the inventory says so at once
+        lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
+
+        started = time.monotonic()
+        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=60))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert time.monotonic() - started < 60
+        assert _vm(guest.uuid).state == VMState.SHUTOFF
+        # The guest's acpid saw the power button: a clean ACPI shutdown, not a destroy.
+        assert "KVMMGR-GUEST-POWEROFF" in guest.serial_log.read_text(errors="replace")
+
+        guest.serial_log.write_text("")
+        job = _run(lifecycle.request_start(_vm(guest.uuid), "it"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
+
+        job = _run(lifecycle.request_force_off(_vm(guest.uuid), "it"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert _vm(guest.uuid).state == VMState.SHUTOFF
+        assert "KVMMGR-GUEST-POWEROFF" not in guest.serial_log.read_text(errors="replace")
+
+        job = _run(lifecycle.request_delete(_vm(guest.uuid), "it", disks=["vda"]))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert f"deleted disk vda ({IMAGES / name}.qcow2)" in job.log
+        assert not disk.exists()
+        assert lab_node.virsh("dominfo", name).returncode != 0
+        assert _vm(guest.uuid).vanished_at is not None
+    finally:
+        _remove_guest(lab_node, name)
+
+
+@pytest.mark.django_db
+def test_shutdown_ignored_by_the_guest_times_out_then_force_off(
+    manager_ssh: Path, lab: Lab, lab_node: LabNode
+) -> None:
+    name = "lcnoacpi"
+    _remove_guest(lab_node, name)
+    # acpi=off: the guest kernel never sees the power button, like a guest without acpid.
+    guest = lab.define_guest(lab_node, name, cmdline_extra="acpi=off")
+    try:
+        lab.start_guest(lab_node, name)
+        lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
+        _node(lab_node)
+        started = time.monotonic()
+        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=4))
+        assert time.monotonic() - started < 15
+        assert job.status == JobStatus.FAILED
+        assert f"VM {name} did not shut down within 4 s" in job.error
+        assert f"manage.py stopvm --force {name}" in job.error
+        assert job.progress_detail.get("timed_out") is True
+        assert _vm(guest.uuid).state == VMState.RUNNING
+        job = _run(lifecycle.request_force_off(_vm(guest.uuid), "it"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert _vm(guest.uuid).state == VMState.SHUTOFF
+    finally:
+        _remove_guest(lab_node, name)
+
+
+@pytest.mark.django_db
+def test_paused_guest_shutdown_is_refused_clearly(
+    manager_ssh: Path, lab: Lab, lab_node: LabNode
+) -> None:
+    name = "lcpaused"
+    _remove_guest(lab_node, name)
+    guest = lab.define_guest(lab_node, name)
+    try:
+        lab.start_guest(lab_node, name)
+        lab_node.virsh("suspend", name, check=True)
+        _node(lab_node)
+        vm = _vm(guest.uuid)
+        assert vm.state == VMState.PAUSED
+        with pytest.raises(ValidationError, match="cannot react to the ACPI power button"):
+            lifecycle.request_shutdown(vm, "it")
+        job = _run(lifecycle.request_force_off(vm, "it"))
+        assert job.status == JobStatus.SUCCEEDED, job.error
+    finally:
+        _remove_guest(lab_node, name)
+
+
+_WORKER = """
+import sys
+import tests.settings as settings
+settings.DATABASES["default"]["NAME"] = sys.argv[1]
+import django
+django.setup()
+from vms.services.jobs import execute
+execute(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: LabNode) -> None:
+    name = "lckilled"
+    _remove_guest(lab_node, name)
+    # Ignores ACPI, so the shutdown job is still waiting when its worker dies.
+    guest = lab.define_guest(lab_node, name, cmdline_extra="acpi=off")
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        lab.start_guest(lab_node, name)
+        lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
+        with eager_tasks():
+            _node(lab_node)
+        # The worker is the subprocess below: the queue must not hand the job to anyone else.
+        with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
+            job = lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=300)
+        dispatch.assert_called_once_with(job.pk)
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "KVMMGR_SSH_KEY": str(lab.key_path),
+            "KVMMGR_SSH_KNOWN_HOSTS": str(manager_ssh),
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(connection.settings_dict["NAME"]), str(job.pk)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.status == JobStatus.RUNNING and job.progress_detail.get("elapsed"):
+                break
+            assert worker.poll() is None, "the worker ended on its own"
+            time.sleep(0.2)
+        assert job.status == JobStatus.RUNNING and "shutdown --mode acpi" in job.log
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        time.sleep(1.5)
+        job.refresh_from_db()
+        assert job.status == JobStatus.RUNNING  # nobody left to finish it
+        with override_settings(KVMMGR_JOB_STALE_AFTER=1.0), eager_tasks():
+            assert jobs.reap_stale_jobs() == [job.pk]
+        job.refresh_from_db()
+        assert job.status == JobStatus.FAILED and job.finished_at is not None
+        assert "the worker running this job stopped" in job.error
+        assert "reaper:" in job.log
+        # The VM is free for the next action once its job is failed (run inline here).
+        with eager_tasks():
+            job = lifecycle.request_force_off(_vm(guest.uuid), "it")
+        job.refresh_from_db()
+        assert job.status == JobStatus.SUCCEEDED, job.error
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+        _remove_guest(lab_node, name)

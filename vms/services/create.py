@@ -1,0 +1,521 @@
+"""Creating a VM: validation against what the node offers, the job, and its handler.
+
+``submit_create`` checks a request against the database only (the node's stored
+facts and the inventory) and queues a job; nothing reaches a hypervisor in the
+caller's request. ``run_create`` runs in a worker: it repeats the checks against
+the live node, runs virt-install, records the VM with its (sealed) VNC password,
+and on failure removes what it created and says so.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from nodes.hypervisor import HypervisorError, probe_host, virtinstall
+from nodes.hypervisor import networks as hv_networks
+from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
+from nodes.models import Node
+from nodes.validators import parse_node_uri, validate_name
+from vms import vncsecret
+from vms.choices import JobKind, JobStatus, VMState
+from vms.flavors import FLAVORS
+from vms.models import Job, VirtualMachine
+from vms.services.jobs import JobConflict, JobContext, lock_key_for, submit
+
+GIB = 1024**3
+DISK_FORMATS = ("qcow2", "raw")
+DEFAULT_OS_VARIANTS = ("linux2022", "generic")
+VNC_PORT_MIN, VNC_PORT_MAX = 5900, 65535
+# Volume names reach virt-install's comma-separated option syntax: no ',', '/' or spaces.
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+
+
+@dataclass
+class CreateRequest:
+    """What an admin asked for, as typed (strings or numbers); validated by ``validate``."""
+
+    node: Node
+    name: str
+    vcpus: Any = None
+    memory_mib: Any = None
+    disk_gib: Any = None
+    disk_format: str = "qcow2"
+    pool: str = ""
+    media: str = ""
+    iso: str = ""  # "VOLUME" or "POOL/VOLUME"
+    import_volume: str = ""  # "VOLUME" (in ``pool``) or "POOL/VOLUME"
+    network: str = ""
+    bridge: str = ""
+    os_variant: str = ""
+    vnc_port: Any = None
+    flavor: str = ""
+
+
+@dataclass
+class NodeOptions:
+    """What the create form may offer for one node, from its stored facts."""
+
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    isos: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    bridges: list[str] = field(default_factory=list)
+    cpus: int = 0
+    memory_free_mib: int = 0
+
+    @classmethod
+    def of(cls, node: Node) -> NodeOptions:
+        facts = node.facts or {}
+        volumes_by_pool = facts.get("volumes") or {}
+        return cls(
+            pools=[p for p in facts.get("pools", []) if p.get("active")],
+            isos=list(facts.get("isos", [])),
+            volumes=[
+                v
+                for vols in volumes_by_pool.values()
+                for v in vols
+                if not str(v.get("name", "")).lower().endswith(hv_storage.ISO_SUFFIX)
+                and v.get("format") != "iso"
+            ],
+            networks=[n["name"] for n in facts.get("networks", []) if n.get("active")],
+            bridges=list(facts.get("bridges", [])),
+            cpus=int(facts.get("cpus") or 0),
+            memory_free_mib=_memory_limit(
+                facts.get("memory_free_mib"), facts.get("memory_total_mib")
+            ),
+        )
+
+    def pool(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.pools if p.get("name") == name), None)
+
+    def pool_has(self, pool: str, volume: str) -> bool:
+        facts_vols = [*self.volumes, *self.isos]
+        return any(v["pool"] == pool and v["name"] == volume for v in facts_vols)
+
+
+def _memory_limit(free_mib: Any, total_mib: Any) -> int:
+    """Free memory; a driver that reports none at all (libvirt's test driver) gets its total."""
+    return int(free_mib or 0) or int(total_mib or 0)
+
+
+def default_os_variant() -> str:
+    try:
+        variants = virtinstall.os_variants()
+    except HypervisorError:
+        return DEFAULT_OS_VARIANTS[-1]
+    return next((v for v in DEFAULT_OS_VARIANTS if v in variants), DEFAULT_OS_VARIANTS[-1])
+
+
+class _Errors:
+    """Collects per-field messages so an admin sees every problem at once."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, list[str]] = {}
+
+    def add(self, name: str, message: str) -> None:
+        self.by_field.setdefault(name, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.by_field:
+            raise ValidationError(self.by_field)
+
+
+def _number(errors: _Errors, name: str, label: str, value: Any, maximum: int | None) -> int:
+    """A positive whole number no larger than ``maximum`` (0 returned when invalid)."""
+    if value is None or value == "":
+        errors.add(name, f"{label} is required (or choose a flavor).")
+        return 0
+    if isinstance(value, bool):
+        errors.add(name, f"{label} must be a whole number.")
+        return 0
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        errors.add(name, f"{label} must be a whole number, not {str(value)[:20]!r}.")
+        return 0
+    if number <= 0:
+        errors.add(name, f"{label} must be at least 1 (got {number}).")
+        return 0
+    if maximum is not None and number > maximum:
+        errors.add(name, f"{label} {number} is more than the node has ({maximum}).")
+        return 0
+    return number
+
+
+def _split_ref(value: str, default_pool: str) -> tuple[str, str]:
+    pool, sep, volume = value.strip().rpartition("/")
+    return (pool if sep else default_pool), volume
+
+
+def _check_volume_ref(
+    errors: _Errors, name: str, value: str, default_pool: str, candidates: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """Accept only a volume the node's facts list (never a path)."""
+    pool, volume = _split_ref(value, default_pool)
+    listed = {(v["pool"], v["name"]) for v in candidates}
+    if not pool:
+        # No pool named: accept a volume name that exactly one pool lists.
+        pools = [p for p, n in listed if n == volume]
+        pool = pools[0] if len(pools) == 1 else ""
+    if not value.strip():
+        errors.add(name, "Choose a volume.")
+    elif not VOLUME_NAME_RE.fullmatch(volume) or ".." in value or (pool, volume) not in listed:
+        where = f"pool {pool!r}" if pool else "the node's pools"
+        errors.add(name, f"{value!r} is not a volume in {where}; pick one the node lists.")
+    else:
+        return pool, volume
+    return "", ""
+
+
+def _check_node(errors: _Errors, node: Node) -> bool:
+    if not node.enabled:
+        errors.add("node", f"Node {node.name} is disabled.")
+    elif not node.is_online:
+        errors.add(
+            "node",
+            f"Node {node.name} is {node.status_label}"
+            + (f" ({node.last_error})" if node.last_error else "")
+            + "; create VMs on a node that answers.",
+        )
+    elif not node.facts or "cpus" not in node.facts:
+        errors.add("node", f"Node {node.name}'s resources have not been read yet; refresh it.")
+    else:
+        return True
+    return False
+
+
+def _check_name(errors: _Errors, name: str) -> str:
+    name = name or ""
+    try:
+        validate_name(name, what="VM name")
+    except ValidationError as exc:
+        errors.add("name", exc.messages[0])
+        return ""
+    clash = (
+        VirtualMachine.objects.present().filter(name__iexact=name).select_related("node").first()
+    )
+    if clash is not None:
+        errors.add("name", f"A VM named {clash.name!r} already exists on node {clash.node.name}.")
+        return ""
+    active = Job.objects.filter(
+        lock_key=lock_key_for(None, name), status__in=JobStatus.active()
+    ).first()
+    if active is not None:
+        errors.add("name", f"VM {name!r} is already being created (job #{active.pk}).")
+        return ""
+    return name
+
+
+def validate(req: CreateRequest) -> dict[str, Any]:
+    """Check a request against the database and the node's facts; return the job params.
+
+    Raises ``ValidationError`` with per-field messages; nothing is changed.
+    """
+    errors = _Errors()
+    node_ok = _check_node(errors, req.node)
+    name = _check_name(errors, req.name)
+    if not node_ok:
+        errors.raise_if_any()
+    opts = NodeOptions.of(req.node)
+
+    flavor = None
+    if req.flavor:
+        flavor = FLAVORS.get(req.flavor)
+        if flavor is None:
+            errors.add(
+                "flavor", f"Unknown flavor {req.flavor!r}; choose one of {', '.join(FLAVORS)}."
+            )
+
+    def pick(value: Any, attr: str) -> Any:
+        return getattr(flavor, attr) if value in (None, "") and flavor is not None else value
+
+    vcpus = _number(errors, "vcpus", "vCPUs", pick(req.vcpus, "vcpus"), opts.cpus)
+    memory = _number(
+        errors,
+        "memory_mib",
+        "Memory (MiB)",
+        pick(req.memory_mib, "memory_mib"),
+        opts.memory_free_mib,
+    )
+    media = req.media or ""
+    if media not in MEDIA_CHOICES:
+        errors.add("media", "Choose the install media: an ISO, an existing volume or PXE.")
+
+    params: dict[str, Any] = {"media": media, "flavor": req.flavor or ""}
+    if media == MEDIA_IMPORT:
+        pool, volume = _check_volume_ref(
+            errors, "import_volume", req.import_volume, req.pool or "default", opts.volumes
+        )
+        params |= {"import_pool": pool, "import_volume": volume, "pool": pool, "disk_gib": 0}
+    elif media in (MEDIA_ISO, MEDIA_PXE):
+        params |= _check_new_disk(errors, req, name, opts, pick(req.disk_gib, "disk_gib"))
+        if media == MEDIA_ISO:
+            pool, volume = _check_volume_ref(errors, "iso", req.iso, "", opts.isos)
+            params |= {"iso_pool": pool, "iso_volume": volume}
+
+    params |= _check_network(errors, req, opts, media)
+    params["os_variant"] = _check_os_variant(errors, req.os_variant)
+    params["vnc_port"] = _check_vnc_port(errors, req.node, req.vnc_port)
+    errors.raise_if_any()
+    return {"name": name, "vcpus": vcpus, "memory_mib": memory, **params}
+
+
+def _check_new_disk(
+    errors: _Errors, req: CreateRequest, name: str, opts: NodeOptions, disk_gib: Any
+) -> dict[str, Any]:
+    if req.disk_format not in DISK_FORMATS:
+        errors.add("disk_format", f"Disk format must be one of {', '.join(DISK_FORMATS)}.")
+    pool_name = req.pool or ("default" if opts.pool("default") else "")
+    pool = opts.pool(pool_name) if pool_name else None
+    if pool is None:
+        errors.add("pool", f"Storage pool {pool_name!r} is not an active pool on this node.")
+        available_gib = None
+    else:
+        available_gib = int(pool.get("available_bytes", 0)) // GIB
+    size = _number(errors, "disk_gib", "Disk size (GiB)", disk_gib, available_gib)
+    if pool is not None and name and req.disk_format in DISK_FORMATS:
+        volume = f"{name}.{virtinstall.VOLUME_EXTENSIONS[req.disk_format]}"
+        if opts.pool_has(pool_name, volume):
+            errors.add("name", f"Pool {pool_name!r} already has a volume {volume!r}.")
+    return {"pool": pool_name, "disk_gib": size, "disk_format": req.disk_format}
+
+
+def _check_network(
+    errors: _Errors, req: CreateRequest, opts: NodeOptions, media: str
+) -> dict[str, Any]:
+    network, bridge = (req.network or "").strip(), (req.bridge or "").strip()
+    if network and bridge:
+        errors.add("network", "Choose a libvirt network or a bridge, not both.")
+    elif network and network not in opts.networks:
+        errors.add("network", f"Network {network!r} is not an active network on this node.")
+    elif bridge and bridge not in opts.bridges:
+        errors.add("network", f"Bridge {bridge!r} is not a bridge on this node.")
+    elif media == MEDIA_PXE and not (network or bridge):
+        errors.add("network", "PXE boot needs a network or a bridge.")
+    return {"network": network, "bridge": bridge}
+
+
+def _check_os_variant(errors: _Errors, value: str) -> str:
+    variant = (value or "").strip() or default_os_variant()
+    try:
+        known = virtinstall.os_variants()
+    except HypervisorError as exc:
+        errors.add("os_variant", exc.message)
+        return variant
+    if variant not in known:
+        errors.add(
+            "os_variant",
+            f"Unknown OS variant {variant[:40]!r}; see `virt-install --osinfo list` "
+            "(e.g. linux2022, debian11, generic).",
+        )
+    return variant
+
+
+def _check_vnc_port(errors: _Errors, node: Node, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        errors.add("vnc_port", f"VNC port must be a number, not {str(value)[:20]!r}.")
+        return None
+    if not VNC_PORT_MIN <= port <= VNC_PORT_MAX:
+        errors.add("vnc_port", f"VNC port must be from {VNC_PORT_MIN} to {VNC_PORT_MAX}.")
+        return None
+    used = VirtualMachine.objects.present().filter(node=node, vnc_port=port).first()
+    if used is not None:
+        errors.add("vnc_port", f"VNC port {port} is in use by {used.name} on {node.name}.")
+        return None
+    return port
+
+
+def submit_create(req: CreateRequest, *, requested_by: str) -> Job:
+    """Validate and queue a create job. Raises ``ValidationError``; nothing saved then."""
+    params = validate(req)
+    try:
+        return submit(
+            JobKind.CREATE,
+            target_name=params["name"],
+            requested_by=requested_by,
+            node=req.node,
+            params=params,
+        )
+    except JobConflict as exc:
+        raise ValidationError({"name": [str(exc)]}, code="job_conflict") from exc
+
+
+# --- the job handler (runs in a worker) ---------------------------------------------
+
+
+def vnc_listen_address(node: Node) -> str:
+    """The node's management address: consoles listen there, never on 0.0.0.0."""
+    return parse_node_uri(node.uri, resolve=False).host or "127.0.0.1"
+
+
+def _live_check(node: Node, p: dict[str, Any]) -> str:
+    """Repeat the checks against the node itself; returns the ISO's path (if any)."""
+    report = probe_host(node.uri)
+    problems = []
+    if virtinstall.domain_exists(node.uri, name=p["name"]):
+        problems.append(f"the node already has a domain named {p['name']!r}")
+    if p["vcpus"] > report.cpus:
+        problems.append(f"{p['vcpus']} vCPUs asked, the node has {report.cpus}")
+    free_mib = _memory_limit(report.memory_free_mib, report.memory_total_mib)
+    if p["memory_mib"] > free_mib:
+        problems.append(f"{p['memory_mib']} MiB asked, {free_mib} MiB free now")
+    if p["media"] == MEDIA_IMPORT:
+        if hv_storage.find_volume(node.uri, p["import_pool"], p["import_volume"]) is None:
+            problems.append(f"volume {p['import_pool']}/{p['import_volume']} is gone")
+    else:
+        available = hv_storage.pool_available_bytes(node.uri, p["pool"])
+        if p["disk_gib"] * GIB > available:
+            problems.append(f"pool {p['pool']} has {available // GIB} GiB free now")
+        volume = f"{p['name']}.{virtinstall.VOLUME_EXTENSIONS[p['disk_format']]}"
+        if hv_storage.find_volume(node.uri, p["pool"], volume) is not None:
+            problems.append(f"pool {p['pool']} already has a volume {volume!r}")
+    iso_path = ""
+    if p["media"] == MEDIA_ISO:
+        iso = hv_storage.find_volume(node.uri, p["iso_pool"], p["iso_volume"])
+        if iso is None:
+            problems.append(f"ISO {p['iso_pool']}/{p['iso_volume']} is gone")
+        else:
+            iso_path = iso.path
+    if p["network"] and not hv_networks.has_active_network(node.uri, p["network"]):
+        problems.append(f"network {p['network']!r} is not active")
+    if p["bridge"] and not hv_networks.has_bridge(node.uri, p["bridge"]):
+        problems.append(f"bridge {p['bridge']!r} is not there")
+    if problems:
+        raise ValidationError(
+            f"Node {node.name} changed since the form was filled: "
+            + "; ".join(problems)
+            + ". Nothing was created."
+        )
+    return iso_path
+
+
+def _spec(node: Node, p: dict[str, Any], iso_path: str) -> virtinstall.CreateSpec:
+    return virtinstall.CreateSpec(
+        name=p["name"],
+        uuid=str(uuidlib.uuid4()),
+        virt_type=virtinstall.virt_type_for(node.uri, node.effective_virt_type),
+        vcpus=p["vcpus"],
+        memory_mib=p["memory_mib"],
+        os_variant=p["os_variant"],
+        media=p["media"],
+        disk_pool=p["pool"],
+        disk_gib=p["disk_gib"],
+        disk_format=p.get("disk_format") or "qcow2",
+        iso_path=iso_path,
+        import_volume=f"{p['import_pool']}/{p['import_volume']}"
+        if p["media"] == MEDIA_IMPORT
+        else "",
+        network=p["network"],
+        bridge=p["bridge"],
+        vnc_listen=vnc_listen_address(node),
+        vnc_port=p["vnc_port"],
+        vnc_password=vncsecret.generate_password(),
+    )
+
+
+def _clean_up(ctx: JobContext, node: Node, spec: virtinstall.CreateSpec) -> str:
+    """Remove the domain and new volume a failed virt-install may have left; say what happened.
+
+    The new volume's name was checked to be free just before virt-install ran,
+    so a volume of that name now is this job's own.
+    """
+    removed: list[str] = []
+    left: list[str] = []
+    try:
+        if virtinstall.remove_domain(node.uri, spec.uuid):
+            removed.append(f"domain {spec.name}")
+    except HypervisorError as exc:
+        left.append(f"domain {spec.name} (UUID {spec.uuid}): {exc.message}")
+    if spec.new_volume_name:
+        ref = f"{spec.disk_pool}/{spec.new_volume_name}"
+        try:
+            if hv_storage.delete_volume(node.uri, spec.disk_pool, spec.new_volume_name):
+                removed.append(f"volume {ref}")
+        except HypervisorError as exc:
+            left.append(f"volume {ref}: {exc.message}")
+    if left:
+        summary = (
+            "Could not check or remove what may be left on the node; remove by hand: "
+            + "; ".join(left)
+            + "."
+        )
+    elif removed:
+        summary = f"Removed what it had created: {', '.join(removed)}."
+    else:
+        summary = "Nothing was left on the node."
+    ctx.log(f"cleanup: {summary}")
+    return summary
+
+
+def _record_vm(ctx: JobContext, node: Node, spec: virtinstall.CreateSpec) -> None:
+    """Refresh the node's inventory, then store the sealed VNC password on the VM row."""
+    from vms.services.inventory import refresh_node
+
+    result = refresh_node(node)
+    if not result.ok:
+        ctx.log(f"inventory refresh failed ({result.error}); recording the VM from the request")
+    vm, _ = VirtualMachine.objects.get_or_create(
+        uuid=spec.uuid,
+        defaults={
+            "node": node,
+            "name": spec.name,
+            "state": VMState.UNKNOWN,
+            "vcpus": spec.vcpus,
+            "memory_mib": spec.memory_mib,
+            "observed_at": timezone.now(),
+        },
+    )
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        vnc_password_sealed=vncsecret.seal(spec.vnc_password)
+    )
+    Job.objects.filter(pk=ctx.job.pk).update(vm=vm)
+    ctx.log(f"VM {spec.name} is {vm.get_state_display()} on {node.name} (UUID {spec.uuid})")
+
+
+def run_create(ctx: JobContext) -> None:
+    """The create job: live checks, virt-install, inventory; cleanup on failure."""
+    node = ctx.job.node
+    if node is None:
+        raise ValidationError("The node of this job was removed. Nothing was created.")
+    params = ctx.params
+    ctx.progress(5, step="checking the node")
+    try:
+        iso_path = _live_check(node, params)
+    except HypervisorError as exc:
+        raise HypervisorError(
+            f"could not check node {node.name} before creating: {exc.message} Nothing was created.",
+            retryable=exc.retryable,
+            uri=exc.uri,
+        ) from exc
+    ctx.check_abort()
+    spec = _spec(node, params, iso_path)
+    ctx.set_command(
+        virtinstall.masked_argv(virtinstall.build_argv(spec, node.uri), spec.vnc_password)
+    )
+    ctx.progress(20, step="virt-install")
+    try:
+        output = virtinstall.run_virt_install(
+            spec, node.uri, timeout=settings.KVMMGR_VIRT_INSTALL_TIMEOUT
+        )
+    except HypervisorError as exc:
+        summary = _clean_up(ctx, node, spec)
+        raise HypervisorError(
+            f"{exc.message.rstrip('.')}. {summary}", retryable=exc.retryable, uri=exc.uri
+        ) from exc
+    for line in output.splitlines():
+        if line.strip():
+            ctx.log(f"virt-install: {line.strip()}")
+    ctx.progress(85, step="reading the inventory")
+    _record_vm(ctx, node, spec)
