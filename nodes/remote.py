@@ -80,8 +80,22 @@ class RemoteNode:
             ) from exc
         return RemoteResult(status, out, err)
 
+    @contextmanager
+    def _sftp(self, what: str) -> Iterator[paramiko.SFTPClient]:
+        try:
+            with self.client.open_sftp() as sftp:
+                yield sftp
+        except (OSError, paramiko.SSHException) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise HypervisorError(
+                f"{self.name}: could not {what} over sftp ({exc}); the node's sshd needs "
+                "the sftp subsystem",
+                retryable=True,
+            ) from exc
+
     def read_file(self, path: str) -> str | None:
-        with self.client.open_sftp() as sftp:
+        with self._sftp(f"read {path}") as sftp:
             try:
                 with sftp.open(path, "r") as handle:
                     return handle.read().decode()
@@ -91,14 +105,14 @@ class RemoteNode:
     def write_file(self, path: str, content: str, mode: int) -> None:
         """Write atomically with ``mode`` set before any content lands."""
         tmp = f"{path}.kvmmgr-tmp"
-        with self.client.open_sftp() as sftp:
+        with self._sftp(f"write {path}") as sftp:
             with sftp.open(tmp, "w") as handle:
                 handle.chmod(mode)
                 handle.write(content.encode())
             sftp.posix_rename(tmp, path)
 
     def ensure_dir(self, path: str, mode: int) -> None:
-        with self.client.open_sftp() as sftp:
+        with self._sftp(f"create {path}") as sftp:
             try:
                 info = sftp.stat(path)
             except FileNotFoundError:

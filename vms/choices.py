@@ -43,3 +43,4 @@ class JobKind(models.TextChoices):
     FORCE_OFF = "force_off", "force off"
     REBOOT = "reboot", "reboot"
     DELETE = "delete", "delete VM"
+    MIGRATE = "migrate", "migrate"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from vms import views, views_actions, views_create, views_detail, views_jobs
+from vms import views, views_actions, views_create, views_detail, views_jobs, views_migrate
 
 app_name = "vms"
 urlpatterns = [
@@ -23,6 +23,7 @@ urlpatterns = [
         "vm/<uuid:uuid>/delete/confirm/", views_actions.vm_delete_confirm, name="vm_delete_confirm"
     ),
     path("vm/<uuid:uuid>/delete/", views_actions.vm_delete, name="vm_delete"),
+    path("vm/<uuid:uuid>/migrate/", views_migrate.vm_migrate, name="vm_migrate"),
     path("jobs/", views_jobs.job_list, name="job_list"),
     path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode
@@ -107,3 +108,19 @@ def running_guest(lab: Lab, lab_node: LabNode) -> GuestInfo:
     """Tiny guest ``tiny1`` running on ``node1``; ``.name``, ``.uuid``, ``.serial_log``."""
     info, _ = lab.boot_guest(lab_node, "tiny1", timeout=90)
     return info
+
+
+@pytest.fixture
+def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
+    """The manager logs in with the lab's key and pins host keys in its own file."""
+    known_hosts = tmp_path / "known_hosts"
+    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
+        yield known_hosts
+
+
+@pytest.fixture(scope="session")
+def lab_node2(lab: Lab) -> LabNode:
+    """A second node (198.51.100.12), started the first time a test needs it."""
+    if "node2" not in lab.nodes:
+        lab.add_node("node2")
+    return lab.nodes["node2"]

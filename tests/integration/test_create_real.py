@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.test import override_settings
 from django.utils import timezone
 
 from nodes.hypervisor import storage as hv_storage
@@ -25,13 +24,6 @@ from vms.services.create import CreateRequest, submit_create
 from vms.services.jobs import execute
 
 MIB = 1024**2
-
-
-@pytest.fixture
-def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
-    known_hosts = tmp_path / "known_hosts"
-    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
-        yield known_hosts
 
 
 @pytest.fixture

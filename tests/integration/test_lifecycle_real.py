@@ -33,14 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES = Path("/var/lib/libvirt/images")
 
 
-@pytest.fixture
-def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
-    """The manager logs in with the lab's key and pins host keys in its own file."""
-    known_hosts = tmp_path / "known_hosts"
-    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
-        yield known_hosts
-
-
 @contextmanager
 def eager_tasks() -> Iterator[None]:
     """Tasks queued meanwhile (node refreshes) run inline instead of needing a broker."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 
 from nodes.hypervisor import HypervisorError, list_domains, probe_host
@@ -20,14 +19,6 @@ from tests.lab.node import LabNode
 from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
-
-
-@pytest.fixture
-def manager_ssh(lab: Lab, tmp_path: Path) -> Iterator[Path]:
-    """The manager logs in with the lab's key and pins host keys in its own file."""
-    known_hosts = tmp_path / "known_hosts"
-    with override_settings(KVMMGR_SSH_KEY=lab.key_path, KVMMGR_SSH_KNOWN_HOSTS=known_hosts):
-        yield known_hosts
 
 
 @pytest.mark.django_db

@@ -76,6 +76,7 @@ UseDNS no
 PrintMotd no
 MaxStartups 100:30:200
 MaxSessions 100
+Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
 

@@ -46,6 +46,7 @@ HANDLERS: dict[str, str] = {
     JobKind.FORCE_OFF: "vms.services.lifecycle.run_force_off",
     JobKind.REBOOT: "vms.services.lifecycle.run_reboot",
     JobKind.DELETE: "vms.services.lifecycle.run_delete",
+    JobKind.MIGRATE: "vms.services.migration.run_migrate",
 }
 
 

@@ -1,0 +1,222 @@
+"""Migration pieces that need no second host: options, request checks, flags, stats."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
+from nodes.services.trust import display_peer_uri, peer_uri
+from tests.factories import make_node, make_vm
+from vms.choices import JobKind, JobStatus, VMState
+from vms.services.jobs import JobConflict
+from vms.services.migration import MigrationOptions, parse_options, request_migration
+
+
+def _online(name: str, host: str = "127.0.0.1", **fields: object):
+    return make_node(
+        name=name, uri=f"qemu+ssh://root@{host}/system", last_seen=timezone.now(), **fields
+    )
+
+
+def test_defaults_and_valid_options() -> None:
+    assert parse_options({}) == MigrationOptions()
+    options = parse_options(
+        {
+            "bandwidth_mib_s": "100",
+            "max_downtime_ms": "300",
+            "postcopy": "on",
+            "timeout_policy": "postcopy",
+            "completion_timeout_s": 60,
+        }
+    )
+    assert (options.bandwidth_mib_s, options.max_downtime_ms, options.postcopy) == (100, 300, True)
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "fragment"),
+    [
+        ({"bandwidth_mib_s": "fast"}, "bandwidth_mib_s", "whole number"),
+        ({"bandwidth_mib_s": "-5"}, "bandwidth_mib_s", "between 0"),
+        ({"max_downtime_ms": "abc"}, "max_downtime_ms", "whole number"),
+        ({"max_downtime_ms": "-1"}, "max_downtime_ms", "between"),
+        ({"max_downtime_ms": "20"}, "max_downtime_ms", "never converges"),
+        ({"completion_timeout_s": "0"}, "completion_timeout_s", "between"),
+        ({"timeout_policy": "explode"}, "timeout_policy", "one of"),
+        ({"timeout_policy": "postcopy"}, "timeout_policy", "post-copy enabled"),
+        ({"postcopy": True, "compressed": True}, "compressed", "refuses compression"),
+        ({"parallel_connections": "99"}, "parallel_connections", "between"),
+    ],
+)
+def test_bad_options_are_refused(data: dict, field: str, fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_options(data)
+    assert fragment in " ".join(info.value.message_dict[field])
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown migration options: tunnelled"):
+        parse_options({"tunnelled": "1"})
+
+
+@pytest.mark.django_db
+def test_requests_refused_before_a_job_exists() -> None:
+    source, dest = _online("n1"), _online("n2", "localhost")
+    vm = make_vm(source, name="web")
+    with pytest.raises(ValidationError, match="already on n1"):
+        request_migration(vm, source, MigrationOptions(), "t")
+    with pytest.raises(ValidationError, match="Unknown destination"):
+        request_migration(vm, None, MigrationOptions(), "t")
+    offline = make_node(name="n3", uri="qemu+ssh://root@127.0.0.1:2222/system")
+    with pytest.raises(ValidationError, match="n3 is offline"):
+        request_migration(vm, offline, MigrationOptions(), "t")
+    disabled = _online("n4", "127.0.0.1:2223", enabled=False)
+    with pytest.raises(ValidationError, match="n4 is disabled"):
+        request_migration(vm, disabled, MigrationOptions(), "t")
+    local = make_node(name="n5", uri="test:///default", last_seen=timezone.now())
+    with pytest.raises(ValidationError, match="not a qemu\\+ssh node"):
+        request_migration(vm, local, MigrationOptions(), "t")
+    crashed = make_vm(source, name="bad", state=VMState.CRASHED)
+    with pytest.raises(ValidationError, match="cannot migrate now"):
+        request_migration(crashed, dest, MigrationOptions(), "t")
+
+
+@pytest.mark.django_db
+def test_a_vm_in_another_job_cannot_migrate() -> None:
+    source, dest = _online("n1"), _online("n2", "localhost")
+    vm = make_vm(source, name="web")
+    job = request_migration(vm, dest, MigrationOptions(), "alice")
+    assert (job.kind, job.status, job.params["destination"]) == (
+        JobKind.MIGRATE,
+        JobStatus.QUEUED,
+        "n2",
+    )
+    with pytest.raises(JobConflict, match="already has an active job"):
+        request_migration(vm, dest, MigrationOptions(), "bob")
+
+
+@pytest.mark.django_db
+def test_peer_uri_uses_the_migration_address_and_the_node_wrapper() -> None:
+    dest = make_node(
+        name="n2", uri="qemu+ssh://admin@127.0.0.1:2222/system", migration_address="100.64.0.2"
+    )
+    assert peer_uri(dest) == (
+        "qemu+ssh://admin@100.64.0.2:2222/system?command=/etc/libvirt/kvmmgr/kvmmgr-ssh&no_tty=1"
+    )
+    assert display_peer_uri(dest) == "qemu+ssh://admin@100.64.0.2:2222/system"
+
+
+def test_request_flags_params_and_equivalent_command() -> None:
+    request = MigrationRequest(
+        domain_uuid="u",
+        domain_name="web",
+        source_uri="qemu+ssh://root@10.0.0.1/system",
+        dest_uri="qemu+ssh://root@100.64.0.2/system?command=x",
+        dest_address="100.64.0.2",
+        bandwidth_mib_s=50,
+        auto_converge=True,
+        display_dest_uri="qemu+ssh://root@100.64.0.2/system",
+    )
+    flags = request.flags()
+    for flag in (
+        "LIVE",
+        "PEER2PEER",
+        "PERSIST_DEST",
+        "UNDEFINE_SOURCE",
+        "NON_SHARED_DISK",
+        "AUTO_CONVERGE",
+        "ABORT_ON_ERROR",
+    ):
+        assert flags & getattr(libvirt, f"VIR_MIGRATE_{flag}")
+    assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
+    assert request.params() == {
+        "migrate_uri": "tcp://100.64.0.2",
+        "disks_uri": "tcp://100.64.0.2",
+        "bandwidth": 50,
+    }
+    assert request.virsh_command() == [
+        "virsh",
+        "-c",
+        "qemu+ssh://root@10.0.0.1/system",
+        "migrate",
+        "--verbose",
+        "--live",
+        "--p2p",
+        "--persistent",
+        "--undefinesource",
+        "--copy-storage-all",
+        "--auto-converge",
+        "--bandwidth",
+        "50",
+        "--migrateuri",
+        "tcp://100.64.0.2",
+        "--disks-uri",
+        "tcp://100.64.0.2",
+        "web",
+        "qemu+ssh://root@100.64.0.2/system",
+    ]
+    ipv6 = MigrationRequest("u", "web", "s", "d", "fd00::2")
+    assert ipv6.tcp_uri == "tcp://[fd00::2]"
+
+
+def test_stats_phases() -> None:
+    base = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "data_total": 200, "data_processed": 50}
+    disk = stats_from_libvirt({**base, "disk_total": 100, "disk_remaining": 60})
+    assert disk.phase == "disk copy" and disk.percent == 25
+    memory = stats_from_libvirt(
+        {
+            **base,
+            "disk_total": 100,
+            "disk_remaining": 0,
+            "memory_processed": 10,
+            "memory_iteration": 3,
+            "memory_dirty_rate": 100,
+            "memory_page_size": 4096,
+        }
+    )
+    assert memory.phase == "memory pre-copy, iteration 3"
+    assert memory.dirty_rate_bps == 409600
+    assert stats_from_libvirt({**base, "memory_postcopy_requests": 4}).phase == "post-copy"
+    done = stats_from_libvirt({**base, "type": libvirt.VIR_DOMAIN_JOB_COMPLETED, "downtime": 42})
+    assert done.phase == "completed" and done.downtime_ms == 42
+    assert stats_from_libvirt({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED}).phase == "setting up"
+
+
+@pytest.mark.django_db
+def test_migrate_page_validates_and_queues(admin_client) -> None:
+    from django.urls import reverse
+
+    from vms.models import Job
+
+    source, dest = _online("n1"), _online("n2", "localhost")
+    vm = make_vm(source, name="web")
+    url = reverse("vms:vm_migrate", args=[vm.uuid])
+    page = admin_client.get(url).content.decode()
+    assert "n2" in page and 'name="csrfmiddlewaretoken"' in page
+    response = admin_client.post(url, {"destination": dest.pk, "bandwidth_mib_s": "-3"})
+    assert response.status_code == 200 and "between 0" in response.content.decode()
+    assert not Job.objects.exists()
+    response = admin_client.post(url, {"destination": source.pk})
+    assert "already on n1" in response.content.decode()
+    response = admin_client.post(url, {"destination": dest.pk, "max_downtime_ms": "300"})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response.url.endswith(f"/jobs/{job.pk}/")
+    assert job.params["max_downtime_ms"] == 300
+
+
+@pytest.mark.django_db
+def test_migratevm_command_refuses_bad_input() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    source = _online("n1")
+    _online("n2", "localhost")
+    make_vm(source, name="web")
+    with pytest.raises(CommandError, match="no node named 'nowhere'"):
+        call_command("migratevm", "web", "nowhere")
+    with pytest.raises(CommandError, match="whole number"):
+        call_command("migratevm", "web", "n2", "--bandwidth", "lots")
+    with pytest.raises(CommandError, match="already on n1"):
+        call_command("migratevm", "web", "n1")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from nodes.models import Node
+from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
+from vms.models import Job, VirtualMachine
+from vms.services.convergence import TimeoutPolicy
+from vms.services.migration import parse_options, request_migration
+
+
+class Command(BaseCommand):
+    help = (
+        "Live-migrate a running VM with its local disks to another node "
+        "(virsh migrate --live --p2p --copy-storage-all --persistent --undefinesource)."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_vm_arguments(parser)
+        parser.add_argument("destination", help="destination node name")
+        parser.add_argument("--bandwidth", type=str, default="", help="MiB/s limit (0: none)")
+        parser.add_argument(
+            "--max-downtime", type=str, default="", help="ms the guest may pause at the end"
+        )
+        parser.add_argument("--auto-converge", action="store_true")
+        parser.add_argument("--compressed", action="store_true")
+        parser.add_argument("--postcopy", action="store_true", help="allow post-copy")
+        parser.add_argument("--parallel", type=str, default="", help="parallel connections")
+        parser.add_argument("--timeout", type=str, default="", help="completion timeout, s")
+        parser.add_argument(
+            "--timeout-policy", choices=[p.value for p in TimeoutPolicy], default="abort"
+        )
+        parser.add_argument("--keep-source-disks", action="store_true")
+        parser.add_argument(
+            "--check", action="store_true", help="run the pre-checks only (dry run)"
+        )
+
+    def handle(self, *args: object, **opts: Any) -> None:
+        dest = Node.objects.filter(name=opts["destination"]).first()
+        if dest is None:
+            raise CommandError(f"no node named {opts['destination']!r}")
+        try:
+            options = parse_options(
+                {
+                    "bandwidth_mib_s": opts["bandwidth"],
+                    "max_downtime_ms": opts["max_downtime"],
+                    "auto_converge": opts["auto_converge"],
+                    "compressed": opts["compressed"],
+                    "postcopy": opts["postcopy"],
+                    "parallel_connections": opts["parallel"],
+                    "completion_timeout_s": opts["timeout"],
+                    "timeout_policy": opts["timeout_policy"],
+                    "keep_source_disks": opts["keep_source_disks"],
+                    "check_only": opts["check"],
+                }
+            )
+        except ValidationError as exc:
+            lines = [m for ms in exc.message_dict.values() for m in ms]
+            raise CommandError("; ".join(lines)) from exc
+
+        def request(vm: VirtualMachine, user: str) -> Job:
+            return request_migration(vm, dest, options, user)
+
+        submit_for_vm(opts, request, self.stdout)

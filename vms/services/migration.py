@@ -1,0 +1,398 @@
+"""Live (and cold) migration as a job: pre-checks, preparation, progress, cleanup.
+
+The order matters for "a failed migration leaves the VM running where it was":
+everything that can be checked is checked before anything changes; the only
+things created before libvirt starts are the destination volumes, recorded in
+the job so they are removed again whatever goes wrong; libvirt's migration is
+itself transactional (the source keeps running until the destination has it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from nodes.hypervisor import HypervisorError
+from nodes.hypervisor import migration as hv
+from nodes.hypervisor import migration_prep as prep
+from nodes.hypervisor import storage as hv_storage
+from nodes.models import Node
+from nodes.services import trust
+from vms.choices import JobKind, VMState
+from vms.models import Job, VirtualMachine
+from vms.services import inventory
+from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
+from vms.services.jobs import JobAborted, JobContext, submit
+
+log = logging.getLogger(__name__)
+
+MIGRATION_PORT = 49152
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """Per-job options; validated by ``parse_options`` before a job exists."""
+
+    bandwidth_mib_s: int = 0
+    max_downtime_ms: int = 500
+    auto_converge: bool = False
+    compressed: bool = False
+    postcopy: bool = False
+    completion_timeout_s: int = 300
+    timeout_policy: str = TimeoutPolicy.ABORT
+    keep_source_disks: bool = False
+    parallel_connections: int = 0
+    check_only: bool = False
+
+
+def _int(
+    data: dict[str, Any], key: str, label: str, *, low: int, high: int, errors: dict[str, str]
+) -> int:
+    raw = data.get(key)
+    default = getattr(MigrationOptions, key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        errors[key] = f"{label} must be a whole number (got {raw!r})."
+        return default
+    if not low <= value <= high:
+        errors[key] = f"{label} must be between {low} and {high} (got {value})."
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool:
+    raw = data.get(key, getattr(MigrationOptions, key))
+    if isinstance(raw, bool):
+        return raw
+    return str(raw).strip().lower() in {"1", "true", "on", "yes"}
+
+
+def parse_options(data: dict[str, Any]) -> MigrationOptions:
+    """Validate options from a form or the CLI; raises ``ValidationError`` per field."""
+    unknown = set(data) - {f.name for f in fields(MigrationOptions)}
+    if unknown:
+        raise ValidationError(f"unknown migration options: {', '.join(sorted(unknown))}")
+    errors: dict[str, str] = {}
+    options = MigrationOptions(
+        bandwidth_mib_s=_int(
+            data, "bandwidth_mib_s", "Bandwidth (MiB/s)", low=0, high=100_000, errors=errors
+        ),
+        max_downtime_ms=_int(
+            data, "max_downtime_ms", "Max downtime (ms)", low=10, high=60_000, errors=errors
+        ),
+        auto_converge=_bool(data, "auto_converge"),
+        compressed=_bool(data, "compressed"),
+        postcopy=_bool(data, "postcopy"),
+        completion_timeout_s=_int(
+            data,
+            "completion_timeout_s",
+            "Completion timeout (s)",
+            low=10,
+            high=86_400,
+            errors=errors,
+        ),
+        timeout_policy=str(data.get("timeout_policy") or TimeoutPolicy.ABORT),
+        keep_source_disks=_bool(data, "keep_source_disks"),
+        parallel_connections=_int(
+            data, "parallel_connections", "Parallel connections", low=0, high=16, errors=errors
+        ),
+        check_only=_bool(data, "check_only"),
+    )
+    if options.timeout_policy not in TimeoutPolicy.__members__.values():
+        errors["timeout_policy"] = (
+            f"Timeout policy must be one of {', '.join(p.value for p in TimeoutPolicy)}."
+        )
+    elif options.timeout_policy == TimeoutPolicy.POSTCOPY and not options.postcopy:
+        errors["timeout_policy"] = "Switching to post-copy on timeout needs post-copy enabled."
+    if options.postcopy and options.compressed:
+        errors["compressed"] = "libvirt refuses compression together with post-copy."
+    if options.max_downtime_ms < 50 and "max_downtime_ms" not in errors:
+        errors["max_downtime_ms"] = "Max downtime below 50 ms never converges; use 50 or more."
+    if errors:
+        raise ValidationError(errors)
+    return options
+
+
+def validate_request(vm: VirtualMachine, dest: Node | None) -> None:
+    """What can be refused from the database alone, before a job exists."""
+    if dest is None:
+        raise ValidationError({"destination": "Unknown destination node."})
+    if vm.vanished_at is not None:
+        raise ValidationError(f"{vm.name} is no longer on {vm.node.name}.")
+    if dest.pk == vm.node_id:
+        raise ValidationError({"destination": f"{vm.name} is already on {dest.name}."})
+    for node, role in ((vm.node, "source"), (dest, "destination")):
+        if not node.enabled:
+            raise ValidationError(f"The {role} node {node.name} is disabled.")
+        if not node.is_online:
+            reason = f": {node.last_error}" if node.last_error else ""
+            raise ValidationError(f"The {role} node {node.name} is offline{reason}.")
+        if not node.uri.startswith("qemu+ssh://"):
+            raise ValidationError(
+                f"The {role} node {node.name} is not a qemu+ssh node; migration runs between "
+                "hosts reached over ssh."
+            )
+    if vm.state not in (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF):
+        raise ValidationError(f"{vm.name} is {vm.get_state_display()}; it cannot migrate now.")
+    if vm.state == VMState.SHUTOFF and not vm.persistent:
+        raise ValidationError(f"{vm.name} is a stopped transient domain: nothing to migrate.")
+
+
+def request_migration(
+    vm: VirtualMachine, dest: Node | None, options: MigrationOptions, requested_by: str
+) -> Job:
+    """Check what the database can tell, then queue the migration job."""
+    # Judge by the rows as they are now, not by objects a caller loaded earlier.
+    vm = VirtualMachine.objects.select_related("node").get(pk=vm.pk)
+    dest = Node.objects.filter(pk=dest.pk).first() if dest is not None else None
+    validate_request(vm, dest)
+    assert dest is not None
+    return submit(
+        JobKind.MIGRATE,
+        vm=vm,
+        target_name=vm.name,
+        requested_by=requested_by,
+        params={"destination_id": dest.pk, "destination": dest.name, **asdict(options)},
+    )
+
+
+# --- the job -----------------------------------------------------------------
+
+
+def _options_from(params: dict[str, Any]) -> MigrationOptions:
+    return MigrationOptions(
+        **{f.name: params[f.name] for f in fields(MigrationOptions) if f.name in params}
+    )
+
+
+def _check(ctx: JobContext, what: str, ok: bool, detail: str) -> None:
+    ctx.log(f"check {what}: {'ok' if ok else 'FAILED'} - {detail}")
+    if not ok:
+        raise HypervisorError(f"pre-check failed: {what}: {detail}")
+
+
+def _prechecks(
+    ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, live: bool
+) -> list[prep.DestinationVolume]:
+    ctx.progress(1, phase="pre-checks")
+    clash = prep.find_domain(dest.uri, vm.name, str(vm.uuid))
+    _check(ctx, "no such domain on the destination", not clash, clash or f"none on {dest.name}")
+    free = prep.free_memory_mib(dest.uri)
+    _check(
+        ctx,
+        "destination memory",
+        free >= vm.memory_mib,
+        f"{free} MiB free on {dest.name}, the VM needs {vm.memory_mib} MiB",
+    )
+    disks = prep.source_disks(source.uri, str(vm.uuid))
+    plans = prep.plan_destination(dest.uri, disks) if disks else []
+    needed: dict[str, int] = {}
+    for plan in plans:
+        _check(
+            ctx,
+            f"no stale volume for {plan.disk.target}",
+            not plan.exists,
+            f"{plan.pool}/{plan.name} already exists on {dest.name}"
+            if plan.exists
+            else f"{plan.pool}/{plan.name} is free",
+        )
+        needed[plan.pool] = needed.get(plan.pool, 0) + plan.disk.capacity_bytes
+    for pool, total in needed.items():
+        available = next(p.pool_available_bytes for p in plans if p.pool == pool)
+        _check(
+            ctx,
+            f"space in pool {pool}",
+            available >= total,
+            f"{available // MIB} MiB free, the disks need {total // MIB} MiB",
+        )
+    ok, detail = prep.cpu_compatible(dest.uri, prep.domain_xml(source.uri, str(vm.uuid)))
+    _check(ctx, "CPU compatibility", ok, detail)
+    for line in trust.establish([source, dest]):
+        ctx.log(f"trust: {line}")
+    hostname = trust.verify(source, dest)
+    _check(ctx, "source reaches destination libvirt", True, f"{dest.name} answers as {hostname}")
+    if live:
+        address = dest.effective_migration_address
+        reachable = trust.probe_port(source, address, MIGRATION_PORT)
+        _check(
+            ctx,
+            "migration ports",
+            reachable,
+            f"{source.name} {'reaches' if reachable else 'gets no answer from'} "
+            f"{address}:{MIGRATION_PORT} (49152-49215 must be open)",
+        )
+    ctx.check_abort()
+    return plans
+
+
+def _create_volumes(ctx: JobContext, dest: Node, plans: list[prep.DestinationVolume]) -> None:
+    for plan in plans:
+        volume = hv_storage.create_volume(
+            dest.uri, plan.pool, plan.name, plan.disk.capacity_bytes, plan.disk.format
+        )
+        created = ctx.job.params.setdefault("created_volumes", [])
+        created.append({"pool": plan.pool, "name": plan.name, "path": volume.path})
+        Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params)
+        ctx.log(
+            f"created {plan.pool}/{plan.name} ({plan.disk.capacity_bytes // MIB} MiB, "
+            f"{plan.disk.format}) on {dest.name}"
+        )
+
+
+def _remove_created_volumes(ctx: JobContext, dest: Node) -> None:
+    for volume in ctx.job.params.get("created_volumes", []):
+        try:
+            removed = hv_storage.delete_volume(dest.uri, volume["pool"], volume["name"])
+        except HypervisorError as exc:
+            ctx.log(f"cleanup: could not remove {volume['path']} on {dest.name}: {exc.message}")
+            continue
+        if removed:
+            ctx.log(f"cleanup: removed {volume['path']} on {dest.name}")
+
+
+def _poller(
+    ctx: JobContext, policy: ConvergencePolicy
+) -> Callable[[hv.MigrationStats, hv.MigrationControl], None]:
+    state = {"started": False}
+
+    def on_poll(stats: hv.MigrationStats, control: hv.MigrationControl) -> None:
+        if not state["started"]:
+            for action in policy.start():
+                control.set_max_downtime(action.downtime_ms)
+            state["started"] = True
+        ctx.check_abort()
+        for action in policy.observe(
+            Sample(stats.elapsed_ms / 1000, stats.memory_remaining, stats.iteration)
+        ):
+            ctx.log(f"convergence: {action.reason}")
+            if action.kind == ActionKind.SET_DOWNTIME:
+                control.set_max_downtime(action.downtime_ms)
+                ctx.log(f"max downtime raised to {action.downtime_ms} ms")
+            elif action.kind == ActionKind.START_POSTCOPY:
+                control.start_postcopy()
+            elif action.kind == ActionKind.PAUSE:
+                control.pause_guest()
+            elif action.kind == ActionKind.ABORT:
+                raise JobAborted(action.reason)
+        ctx.progress(
+            5 + int(stats.percent * 0.9),
+            **stats.as_detail(),
+            downtime_target_ms=policy.current_downtime_ms,
+        )
+
+    return on_poll
+
+
+def run_migrate(ctx: JobContext) -> None:
+    job = ctx.job
+    vm = VirtualMachine.objects.select_related("node").get(pk=job.vm_id)
+    source = vm.node
+    dest = Node.objects.get(pk=job.params["destination_id"])
+    options = _options_from(job.params)
+    live = vm.state != VMState.SHUTOFF
+    if not live:
+        raise HypervisorError(
+            f"{vm.name} is shut off: cold migration is not supported yet; start it and "
+            "migrate live, or copy its disks by hand"
+        )
+    request = hv.MigrationRequest(
+        domain_uuid=str(vm.uuid),
+        domain_name=vm.name,
+        source_uri=source.uri,
+        dest_uri=trust.peer_uri(dest),
+        dest_address=dest.effective_migration_address,
+        bandwidth_mib_s=options.bandwidth_mib_s,
+        auto_converge=options.auto_converge,
+        compressed=options.compressed,
+        postcopy=options.postcopy,
+        parallel_connections=options.parallel_connections,
+        display_dest_uri=trust.display_peer_uri(dest),
+    )
+    ctx.set_command(request.virsh_command())
+    plans = _prechecks(ctx, vm, source, dest, live)
+    if options.check_only:
+        ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
+        return
+    policy = ConvergencePolicy(
+        max_downtime_ms=max(options.max_downtime_ms, 50),
+        initial_downtime_ms=min(50, options.max_downtime_ms),
+        completion_timeout_s=options.completion_timeout_s,
+        timeout_policy=TimeoutPolicy(options.timeout_policy),
+        postcopy_allowed=options.postcopy,
+    )
+    try:
+        ctx.progress(3, phase="preparing destination volumes")
+        _create_volumes(ctx, dest, plans)
+        ctx.progress(5, phase="starting migration")
+        outcome = hv.run_migration(request, _poller(ctx, policy))
+    except BaseException:
+        _after_failure(ctx, vm, source, dest)
+        raise
+    _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
+
+
+def _after_failure(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node) -> None:
+    """Make sure the VM is where it was, remove what we created, and say so."""
+    try:
+        on_source = prep.domain_is_active(source.uri, str(vm.uuid))
+        on_dest = prep.domain_is_active(dest.uri, str(vm.uuid))
+        ctx.log(
+            f"after the failure: on {source.name}: "
+            f"{'running' if on_source else 'not running' if on_source is False else 'absent'}; "
+            f"on {dest.name}: "
+            f"{'running' if on_dest else 'defined, not running' if on_dest is False else 'absent'}"
+        )
+        if on_dest is None or not on_dest:
+            _remove_created_volumes(ctx, dest)
+    except HypervisorError as exc:
+        ctx.log(f"after the failure: could not inspect the nodes: {exc.message}")
+    for node in (source, dest):
+        inventory.refresh_node(node)
+
+
+def _after_success(
+    ctx: JobContext,
+    vm: VirtualMachine,
+    *,
+    source: Node,
+    dest: Node,
+    outcome: hv.MigrationOutcome,
+    plans: list[prep.DestinationVolume],
+    options: MigrationOptions,
+) -> None:
+    ctx.progress(96, phase="finishing")
+    if prep.resume_if_paused(dest.uri, str(vm.uuid)):
+        ctx.log(f"resumed {vm.name} on {dest.name} (it was paused to finish)")
+    completed = hv.completed_stats(dest.uri, str(vm.uuid))
+    if not options.keep_source_disks:
+        for plan in plans:
+            if prep.delete_path(source.uri, plan.disk.path):
+                ctx.log(f"removed the source copy {plan.disk.path} on {source.name}")
+            else:
+                ctx.log(f"kept {plan.disk.path} on {source.name}: no storage pool holds it")
+    for node in (source, dest):
+        inventory.refresh_node(node)
+    last = outcome.last
+    result = {
+        "phase": "completed",
+        "wall_seconds": round(outcome.wall_seconds, 2),
+        "downtime_ms": completed.downtime_ms if completed else None,
+        "data_processed": (completed or last).data_processed if (completed or last) else 0,
+        "disk_processed": last.disk_processed if last else 0,
+        "memory_processed": (completed or last).memory_processed if (completed or last) else 0,
+        "actions": outcome.actions,
+    }
+    ctx.progress(100, **result)
+    ctx.log(
+        f"migrated {vm.name} from {source.name} to {dest.name} in "
+        f"{outcome.wall_seconds:.1f} s, downtime "
+        f"{result['downtime_ms'] if result['downtime_ms'] is not None else '?'} ms, "
+        f"{(result['data_processed'] or 0) // MIB} MiB moved"
+    )

@@ -1,0 +1,69 @@
+"""The migrate page: choose a destination and options, then queue the job."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from nodes.models import Node
+from vms.models import VirtualMachine
+from vms.services.convergence import TimeoutPolicy
+from vms.services.jobs import JobConflict
+from vms.services.migration import MigrationOptions, parse_options, request_migration
+
+OPTION_FIELDS = (
+    "bandwidth_mib_s",
+    "max_downtime_ms",
+    "auto_converge",
+    "compressed",
+    "postcopy",
+    "parallel_connections",
+    "completion_timeout_s",
+    "timeout_policy",
+    "keep_source_disks",
+    "check_only",
+)
+CHECKBOXES = {"auto_converge", "compressed", "postcopy", "keep_source_disks", "check_only"}
+
+
+@require_http_methods(["GET", "POST"])
+def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
+    vm = get_object_or_404(VirtualMachine.objects.select_related("node"), uuid=uuid)
+    destinations = Node.objects.exclude(pk=vm.node_id).order_by("name")
+    errors: dict[str, list[str]] = {}
+    values: dict[str, object] = {key: getattr(MigrationOptions, key) for key in OPTION_FIELDS}
+    if request.method == "POST":
+        data = {
+            key: ("on" if key in request.POST else "")
+            if key in CHECKBOXES
+            else request.POST.get(key, "")
+            for key in OPTION_FIELDS
+        }
+        values.update(data)
+        dest = Node.objects.filter(pk=request.POST.get("destination") or 0).first()
+        try:
+            options = parse_options(data)
+            job = request_migration(vm, dest, options, request.user.get_username())
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        except JobConflict as exc:
+            errors = {"__all__": [str(exc)]}
+        else:
+            messages.success(request, f"Migration of {vm.name} to {dest.name} queued.")
+            return redirect("vms:job_detail", pk=job.pk)
+    return render(
+        request,
+        "vms/vm_migrate.html",
+        {
+            "vm": vm,
+            "destinations": destinations,
+            "errors": errors,
+            "general_errors": errors.get("__all__", []),
+            "values": values,
+            "policies": [p.value for p in TimeoutPolicy],
+            "selected": request.POST.get("destination", ""),
+        },
+    )
