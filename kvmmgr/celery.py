@@ -28,3 +28,8 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         sender.signature("vms.tasks.reap_stale_jobs"),
         name="fail jobs whose worker died",
     )
+    sender.add_periodic_task(
+        settings.KVMMGR_RECONCILE_INTERVAL,
+        sender.signature("vms.tasks.reconcile_migrations"),
+        name="settle migrations that ended badly",
+    )

@@ -19,3 +19,10 @@ def run_job(job_id: int) -> str | None:
 @shared_task(name="vms.tasks.reap_stale_jobs", ignore_result=True)
 def reap_stale_jobs() -> int:
     return len(jobs.reap_stale_jobs())
+
+
+@shared_task(name="vms.tasks.reconcile_migrations", ignore_result=True)
+def reconcile_migrations() -> int:
+    from vms.services.reconcile import reconcile_all
+
+    return len(reconcile_all())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from vms.services import inventory, jobs
 from vms.services.migration import parse_options, request_migration
 
 ALIVE = re.compile(r"KVMMGR-GUEST-ALIVE (\d+)")
+COUNT = re.compile(r"KVMMGR-COUNT (\d+)")
+RECORD = re.compile(r"KVMMGR-RECORD (\d+)")
+DISK_RECORD = re.compile(rb"KVMMGR-REC (\d{8})\n")
 
 
 def _alive_counts(path: Path) -> list[int]:
@@ -25,6 +29,27 @@ def _alive_counts(path: Path) -> list[int]:
         return [int(n) for n in ALIVE.findall(path.read_text(errors="replace"))]
     except FileNotFoundError:
         return []
+
+
+def _numbers(pattern: re.Pattern[str], path: Path) -> list[int]:
+    try:
+        return [int(n) for n in pattern.findall(path.read_text(errors="replace"))]
+    except FileNotFoundError:
+        return []
+
+
+def _records_on_disk(image: Path, tmp_path: Path) -> set[int]:
+    """Record numbers in a qcow2 image, read without disturbing the running guest."""
+    raw = tmp_path / "disk.raw"
+    subprocess.run(
+        ["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image), str(raw)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    data = raw.read_bytes()
+    raw.unlink()
+    return {int(n) for n in DISK_RECORD.findall(data)}
 
 
 def _wait_alive_after(path: Path, floor: int, timeout: float = 20) -> int:
@@ -55,13 +80,19 @@ def _migrate(vm: VirtualMachine, dest: Node, **options: object) -> Job:
 @pytest.fixture
 def migrating_guest(lab: Lab, lab_node: LabNode, lab_node2: LabNode) -> GuestInfo:
     name = f"mig{int(time.time() * 1000) % 100000}"
-    info, _ = lab.boot_guest(lab_node, name, timeout=90, disk_mib=64, cmdline_extra="dirty=4")
+    info, _ = lab.boot_guest(
+        lab_node, name, timeout=90, disk_mib=64, cmdline_extra="dirty=4 counter=1 records=1"
+    )
     return info
 
 
 @pytest.mark.django_db
 def test_live_migration_there_and_back(
-    manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
+    manager_ssh: Path,
+    lab_node: LabNode,
+    lab_node2: LabNode,
+    migrating_guest: GuestInfo,
+    tmp_path: Path,
 ) -> None:
     node1, node2 = _register(lab_node), _register(lab_node2)
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
@@ -87,9 +118,18 @@ def test_live_migration_there_and_back(
     assert lab_node2.host_path(disk).exists()
     vm.refresh_from_db()
     assert vm.node == node2 and vm.state == VMState.RUNNING
-    # The guest was not rebooted: its counter continues on the destination.
+    # The guest was not rebooted: its counters continue on the destination.
     dest_log = lab_node2.host_path(f"/var/log/libvirt/qemu/{migrating_guest.name}-serial.log")
     assert _wait_alive_after(dest_log, before) > before
+    source_counts = _numbers(COUNT, migrating_guest.serial_log)
+    dest_counts = _numbers(COUNT, dest_log)
+    assert source_counts and dest_counts
+    assert min(dest_counts) >= max(source_counts) - 1, "the counter restarted: guest rebooted?"
+    # Nothing lost: every record the guest announced on the source is on the destination disk.
+    announced = set(_numbers(RECORD, migrating_guest.serial_log))
+    assert len(announced) >= 5
+    on_disk = _records_on_disk(lab_node2.host_path(disk), tmp_path)
+    assert announced <= on_disk, f"records lost: {sorted(announced - on_disk)[:10]}"
 
     back = _migrate(vm, node1)
     assert back.status == JobStatus.SUCCEEDED, back.log

@@ -64,11 +64,15 @@ ip link set lo up
 addr=""
 gw=""
 dirty=""
+counter=""
+records=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         ip=*) addr="${{arg#ip=}}" ;;
         gw=*) gw="${{arg#gw=}}" ;;
         dirty=*) dirty="${{arg#dirty=}}" ;;
+        counter=*) counter="${{arg#counter=}}" ;;
+        records=*) records="${{arg#records=}}" ;;
     esac
 done
 if [ -n "$addr" ]; then
@@ -96,6 +100,20 @@ if [ -n "$dirty" ]; then
         sleep 1
     done) &
     echo "KVMMGR-GUEST-DIRTY ${{dirty}}MiB/s" >/dev/ttyS0
+fi
+if [ -n "$counter" ]; then
+    # An increasing counter every 100 ms: a migrated guest continues it, a rebooted one restarts.
+    (c=0; while :; do c=$((c + 1)); echo "KVMMGR-COUNT $c" >/dev/ttyS0; sleep 0.1; done) &
+fi
+if [ -n "$records" ] && [ -b /dev/vda ]; then
+    # Numbered records, one per 512-byte sector of the disk, each announced only
+    # after it reached the disk: whatever was announced must survive a migration.
+    (r=0; while :; do
+        r=$((r + 1))
+        printf 'KVMMGR-REC %08d\n' "$r" | dd of=/dev/vda bs=512 seek="$r" count=1 \
+            conv=sync,notrunc,fsync 2>/dev/null && echo "KVMMGR-RECORD $r" >/dev/ttyS0
+        sleep 0.2
+    done) &
 fi
 echo "{marker}" >/dev/ttyS0
 n=0

@@ -265,7 +265,12 @@ def reap_stale_jobs() -> list[int]:
             pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=limit
         ).update(status=JobStatus.FAILED, finished_at=timezone.now(), error=message)
         if updated:
-            JobContext(Job(pk=job_id)).log(f"reaper: {message}")
+            job = Job.objects.get(pk=job_id)
+            if job.kind == JobKind.MIGRATE:
+                # libvirt may finish a migration whose client died: the reconciler checks.
+                job.params["worker_died"] = True
+                Job.objects.filter(pk=job_id).update(params=job.params)
+            JobContext(job).log(f"reaper: {message}")
             reaped.append(job_id)
             if node_id is not None:
                 from nodes.services.registry import request_refresh

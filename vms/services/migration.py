@@ -246,15 +246,28 @@ def _create_volumes(ctx: JobContext, dest: Node, plans: list[prep.DestinationVol
         )
 
 
-def _remove_created_volumes(ctx: JobContext, dest: Node) -> None:
+def remove_created_volumes(ctx: JobContext, dest: Node) -> int:
+    """Remove the destination volumes this job created; returns how many are left.
+
+    Each removal is recorded in the job, so the reconciler retries only what is
+    left (a cut link or a dead destination libvirtd keeps them out of reach).
+    """
+    left = 0
     for volume in ctx.job.params.get("created_volumes", []):
+        if volume.get("removed"):
+            continue
         try:
-            removed = hv_storage.delete_volume(dest.uri, volume["pool"], volume["name"])
+            hv_storage.delete_volume(dest.uri, volume["pool"], volume["name"])
         except HypervisorError as exc:
             ctx.log(f"cleanup: could not remove {volume['path']} on {dest.name}: {exc.message}")
+            left += 1
             continue
-        if removed:
-            ctx.log(f"cleanup: removed {volume['path']} on {dest.name}")
+        volume["removed"] = True
+        Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params)
+        ctx.log(f"cleanup: removed {volume['path']} on {dest.name}")
+    if left:
+        ctx.log(f"cleanup: {left} volume(s) left on {dest.name}; the reconciler retries")
+    return left
 
 
 def _poller(
@@ -350,9 +363,12 @@ def _after_failure(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node
             f"{'running' if on_dest else 'defined, not running' if on_dest is False else 'absent'}"
         )
         if on_dest is None or not on_dest:
-            _remove_created_volumes(ctx, dest)
+            remove_created_volumes(ctx, dest)
     except HypervisorError as exc:
-        ctx.log(f"after the failure: could not inspect the nodes: {exc.message}")
+        ctx.log(
+            f"after the failure: could not inspect the nodes: {exc.message}; "
+            "the reconciler checks them again and removes what the job created"
+        )
     for node in (source, dest):
         inventory.refresh_node(node)
 

@@ -1,0 +1,91 @@
+"""Settling migrations that ended badly: check both nodes, tell the truth, clean up.
+
+A migration job can end without knowing the outcome: its worker was killed (the
+reaper failed the job, but libvirt may have finished the migration on its own),
+or the link to the destination was cut so the volumes the job created there could
+not be removed. A periodic task looks at such jobs again, asks both nodes where
+the VM runs, corrects the job's status if the VM in fact moved, and removes the
+leftover destination volumes once the destination is reachable and does not run
+the VM.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from nodes.hypervisor import HypervisorError
+from nodes.hypervisor import migration_prep as prep
+from nodes.models import Node
+from vms.choices import JobKind, JobStatus
+from vms.models import Job, VirtualMachine
+from vms.services import inventory
+from vms.services.jobs import JobContext
+from vms.services.migration import remove_created_volumes
+
+log = logging.getLogger(__name__)
+
+
+def _needs_reconcile(job: Job) -> bool:
+    if job.params.get("reconciled"):
+        return False
+    pending = [v for v in job.params.get("created_volumes", []) if not v.get("removed")]
+    return bool(pending) or bool(job.params.get("worker_died"))
+
+
+def pending_jobs() -> list[Job]:
+    candidates = Job.objects.filter(
+        kind=JobKind.MIGRATE, status__in=[JobStatus.FAILED, JobStatus.ABORTED]
+    ).select_related("vm", "node")
+    return [job for job in candidates if _needs_reconcile(job)]
+
+
+def _describe(active: bool | None) -> str:
+    return {True: "running", False: "defined, not running", None: "absent"}[active]
+
+
+def reconcile(job: Job) -> str:
+    """Settle one job; returns what was found (for logs and the command)."""
+    ctx = JobContext(job)
+    source = job.node
+    dest = Node.objects.filter(pk=job.params.get("destination_id")).first()
+    vm = job.vm or VirtualMachine.objects.filter(uuid=job.lock_key.removeprefix("vm:")).first()
+    if source is None or dest is None or vm is None:
+        job.params["reconciled"] = True
+        Job.objects.filter(pk=job.pk).update(params=job.params)
+        return "nothing to check: the VM or a node is gone from the manager"
+    uuid = str(vm.uuid)
+    try:
+        on_source = prep.domain_is_active(source.uri, uuid)
+        on_dest = prep.domain_is_active(dest.uri, uuid)
+    except HypervisorError as exc:
+        return f"not yet: {exc.message}"
+    found = f"{source.name}: {_describe(on_source)}; {dest.name}: {_describe(on_dest)}"
+    if on_source and on_dest:
+        ctx.log(f"reconciler: the VM runs on BOTH nodes ({found}); an admin must stop one")
+        return f"split: {found}"
+    if job.params.get("worker_died") and on_dest and not on_source:
+        ctx.log(
+            f"reconciler: the migration completed after its worker stopped ({found}); "
+            "marking the job succeeded"
+        )
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, error="", progress=100)
+        for volume in job.params.get("created_volumes", []):
+            volume["removed"] = True  # they hold the VM's disks now
+    elif job.params.get("worker_died"):
+        ctx.log(f"reconciler: the migration did not complete ({found})")
+    left = 0
+    if not on_dest:
+        left = remove_created_volumes(ctx, dest)
+    if left == 0:
+        job.params["reconciled"] = True
+        job.params["reconciled_at"] = timezone.now().isoformat()
+    Job.objects.filter(pk=job.pk).update(params=job.params)
+    for node in (source, dest):
+        inventory.refresh_node(node)
+    return found if left == 0 else f"{found}; {left} volume(s) still to remove"
+
+
+def reconcile_all() -> dict[int, str]:
+    return {job.pk: reconcile(job) for job in pending_jobs()}
