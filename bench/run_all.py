@@ -1,9 +1,10 @@
 """Run every benchmark (each in its own process and temp database) and print a summary.
 
-    .venv/bin/python -m bench.run_all [--quick] [--profile] [--out DIR]
+    .venv/bin/python -m bench.run_all [--quick] [--profile] [--migration] [--out DIR]
 
 Each benchmark's own report is printed as it finishes, then one markdown table of
 the figures against the goals. ``--out`` keeps the JSON of every benchmark.
+``--migration`` adds ``bench.migration`` (root, the real two-node lab, ~7 minutes).
 """
 
 from __future__ import annotations
@@ -100,10 +101,37 @@ def summary(vm_list: dict[str, Any], blackhole: dict[str, Any], refresh: dict[st
     return "\n".join(lines)
 
 
+def migration_summary(mig: dict[str, Any]) -> str:
+    """Rows for ``bench.migration``: product vs raw, and the fast-dirtying guest."""
+    rows = ["| migration benchmark | measured | goal | result |", "|---|---|---|---|"]
+    for name, r in mig["pairs"].items():
+        rows.append(
+            f"| {name} ({r['workload']}): product vs raw virsh | "
+            f"{r['product_median_s']:.2f} / {r['raw_median_s']:.2f} s = {r['ratio']:.2f}× | "
+            f"≤ {r['goal_s']:.2f} s (1.05× raw + 0.5 s) | "
+            f"{'pass' if r['meets_goal'] else 'FAIL'} |"
+        )
+        if r["workload"] == "idle":
+            worst = max((d for d in r["product_downtime_ms"] if d is not None), default=None)
+            rows.append(
+                f"| {name}: downtime | max {worst} ms | ≤ 300 ms | "
+                f"{'pass' if worst is not None and worst <= 300 else 'FAIL'} |"
+            )
+    for c in mig.get("convergence", []):
+        rows.append(
+            f"| {c['case']} | {'converged' if c['converged'] else c['status']}, "
+            f"{c['wall_s']:.1f} s, downtime {c['downtime_ms']} ms | — | — |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--profile", action="store_true", help="print cProfile sections")
+    parser.add_argument(
+        "--migration", action="store_true", help="also run bench.migration (root, real lab)"
+    )
     parser.add_argument("--out", help="directory for the JSON results (default: a temp dir)")
     args = parser.parse_args(argv)
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="kvmmgr-bench-out-"))
@@ -115,12 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     refresh = _run(
         "bench.inventory_refresh", (["--runs", "3"] if args.quick else []) + profile, out_dir
     )
+    migration = _run("bench.migration", [], out_dir) if args.migration else None
     m = vm_list["machine"]
     print(
         f"## Summary ({m['date']}; {m['cpu']}; {m['os']}; Python {m['python']}, "
         f"Django {m['django']}, SQLite {m['sqlite']}, libvirt {m['libvirt']})\n"
     )
     print(summary(vm_list, blackhole, refresh))
+    if migration is not None:
+        print()
+        print(migration_summary(migration))
     print(f"\nJSON results: {out_dir}")
     return 0
 

@@ -15,6 +15,10 @@ RUN_PACKAGES=(
 )
 TEST_PACKAGES=(
   openssh-server busybox-static cpio iproute2 iptables postgresql
+  # real OpenVPN tunnels between lab nodes (vpn app, tests/integration/test_vpn_real.py)
+  openvpn
+  # the real nginx + uwsgi site and the browser tests (tests/deploysite.py, tests/e2e)
+  nginx apache2-utils chromium chromium-driver
 )
 
 packages=("${RUN_PACKAGES[@]}")
@@ -26,6 +30,11 @@ for pkg in "${packages[@]}"; do
     missing+=("$pkg")
   fi
 done
+# npm builds the vendored browser libraries. A machine may already have Node.js from
+# another source (with npm bundled): Debian's npm would conflict with it.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing packages ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
@@ -50,4 +59,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
   echo "$digest" > "$stamp"
+fi
+
+# Browser libraries (uPlot for the charts) from npm, pinned by package-lock.json,
+# copied into static/vendor/ so the pages load them from the manager: no CDN.
+vendor_stamp="$ROOT/static/vendor/.installed"
+lock_digest="$(cat "$ROOT/package.json" "$ROOT/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$vendor_stamp" ] || [ "$(cat "$vendor_stamp")" != "$lock_digest" ]; then
+  echo "bootstrap: installing browser libraries with npm (package-lock.json)"
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+  echo "$lock_digest" > "$vendor_stamp"
 fi

@@ -33,3 +33,13 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         sender.signature("vms.tasks.reconcile_migrations"),
         name="settle migrations that ended badly",
     )
+    sender.add_periodic_task(
+        settings.KVMMGR_STATS_INTERVAL,
+        sender.signature("stats.tasks.sample_all_nodes"),
+        name="sample every online node's resource stats",
+    )
+    sender.add_periodic_task(
+        settings.KVMMGR_STATS_ROLLUP_INTERVAL,
+        sender.signature("stats.tasks.roll_up_and_prune"),
+        name="roll up and prune stats",
+    )

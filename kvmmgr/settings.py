@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from kvmmgr.env import env_bool, env_float, env_int, env_list, env_str, private_file
+from kvmmgr.env import env_bool, env_choice, env_float, env_int, env_list, env_str, private_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("KVMMGR_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "kvmmgr",
     "nodes",
     "vms",
     "stats",
@@ -61,6 +62,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "kvmmgr.access.context",
             ],
         },
     },
@@ -101,6 +103,39 @@ CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# --- who is asking (issue 7) ----------------------------------------------------
+# django: Django's own login page (development without nginx).
+# remote_user: nginx authenticates (basic auth) and hands the name to uwsgi as the
+# REMOTE_USER *uwsgi parameter*; a client's "Remote-User:" header arrives as
+# HTTP_REMOTE_USER and is never read. Only run this mode behind deploy/nginx.
+KVMMGR_AUTH = env_choice("KVMMGR_AUTH", "django", ("django", "remote_user"))
+if KVMMGR_AUTH == "remote_user":
+    MIDDLEWARE[MIDDLEWARE.index("django.contrib.auth.middleware.LoginRequiredMiddleware")] = (
+        "kvmmgr.middleware.RemoteUserMiddleware"
+    )
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("kvmmgr.middleware.RemoteUserMiddleware") + 1,
+        "kvmmgr.middleware.AccountRequiredMiddleware",
+    )
+    AUTHENTICATION_BACKENDS = ["kvmmgr.middleware.RemoteUserBackend"]
+# htpasswd file nginx reads; manage.py adduser writes it together with the Django user.
+KVMMGR_HTPASSWD = Path(env_str("KVMMGR_HTPASSWD", str(DATA_DIR / "htpasswd")))
+# Group that may read it (nginx's workers); the file is 0640 root:GROUP.
+KVMMGR_HTPASSWD_GROUP = env_str("KVMMGR_HTPASSWD_GROUP", "www-data")
+
+# Served over TLS (nginx terminates it and passes HTTPS=on as a uwsgi param).
+KVMMGR_HTTPS = env_bool("KVMMGR_HTTPS", False)
+if KVMMGR_HTTPS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("KVMMGR_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("KVMMGR_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("KVMMGR_HSTS_PRELOAD", False)
+# Preloading is a commitment made by submitting the domain to the browsers' lists,
+# for the owner of the domain to decide; not a default of ours.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -131,12 +166,30 @@ KVMMGR_JOB_HEARTBEAT = env_float("KVMMGR_JOB_HEARTBEAT", 5.0, minimum=0.1)
 KVMMGR_JOB_STALE_AFTER = env_float("KVMMGR_JOB_STALE_AFTER", 60.0, minimum=1.0)
 # How often failed migrations are re-checked on both nodes and their leftovers removed.
 KVMMGR_RECONCILE_INTERVAL = env_float("KVMMGR_RECONCILE_INTERVAL", 60.0, minimum=5.0)
+# After an abort, how long a migration job waits for libvirt to roll back before it
+# gives up and leaves the rest to the reconciler (a cut link keeps libvirt's job
+# "cancelling" until the link returns).
+KVMMGR_MIGRATION_ABORT_WAIT = env_float("KVMMGR_MIGRATION_ABORT_WAIT", 60.0, minimum=1.0)
 
 # virt-install gets this long before the create job gives up on it.
 KVMMGR_VIRT_INSTALL_TIMEOUT = env_float("KVMMGR_VIRT_INSTALL_TIMEOUT", 600.0, minimum=10.0)
 
+# Stats (issue 6): how often every online node is sampled, and how long each
+# resolution is kept (raw samples, then per-minute and per-hour min/avg/max).
+KVMMGR_STATS_INTERVAL = env_float("KVMMGR_STATS_INTERVAL", 5.0, minimum=1.0)
+KVMMGR_STATS_RAW_HOURS = env_float("KVMMGR_STATS_RAW_HOURS", 24.0, minimum=1.0)
+KVMMGR_STATS_MINUTE_DAYS = env_float("KVMMGR_STATS_MINUTE_DAYS", 30.0, minimum=1.0)
+KVMMGR_STATS_HOUR_DAYS = env_float("KVMMGR_STATS_HOUR_DAYS", 365.0, minimum=1.0)
+# How often rollups are computed and old rows pruned.
+KVMMGR_STATS_ROLLUP_INTERVAL = env_float("KVMMGR_STATS_ROLLUP_INTERVAL", 60.0, minimum=10.0)
+# Points in each VM list sparkline (the most recent raw samples).
+KVMMGR_STATS_SPARKLINE_POINTS = env_int("KVMMGR_STATS_SPARKLINE_POINTS", 30, minimum=2)
+
 # Host name VNC links use for consoles of local (qemu:///system) nodes.
 KVMMGR_LOCAL_CONSOLE_HOST = env_str("KVMMGR_LOCAL_CONSOLE_HOST", socket.gethostname())
+
+# VPN tunnels' PKI (CA, node keys, tls-crypt): a 0700 directory of 0600 files.
+KVMMGR_VPN_DIR = Path(env_str("KVMMGR_VPN_DIR", str(DATA_DIR / "vpn")))
 
 LOGGING = {
     "version": 1,

@@ -111,6 +111,26 @@ class RemoteNode:
                 handle.write(content.encode())
             sftp.posix_rename(tmp, path)
 
+    def open_tcp(self, host: str, port: int, *, timeout: float = 5.0) -> paramiko.Channel:
+        """A TCP connection opened *from the node* (ssh ``direct-tcpip``); socket-like.
+
+        Lets the manager talk to services bound to a node's loopback (OpenVPN's
+        management interface) without exposing them on the network.
+        """
+        transport = self.client.get_transport()
+        if transport is None:
+            raise HypervisorError(f"{self.name}: the ssh session is closed", retryable=True)
+        try:
+            channel = transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except (OSError, paramiko.SSHException) as exc:
+            raise HypervisorError(
+                f"{self.name}: nothing answers on {host}:{port} ({exc})", retryable=True
+            ) from exc
+        channel.settimeout(timeout)
+        return channel
+
     def ensure_dir(self, path: str, mode: int) -> None:
         with self._sftp(f"create {path}") as sftp:
             try:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.conf import settings
 
 from nodes.models import Node
 from vms.services import inventory
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="nodes.tasks.refresh_all_nodes", ignore_result=True)
@@ -33,3 +37,30 @@ def refresh_node(node_id: int) -> None:
     node = Node.objects.filter(pk=node_id, enabled=True).first()
     if node is not None:
         inventory.refresh_node(node)
+
+
+@shared_task(name="nodes.tasks.establish_trust", ignore_result=True, soft_time_limit=120)
+def establish_trust(node_id: int) -> list[str]:
+    """Let this node and every other enabled qemu+ssh node migrate to each other.
+
+    A node that cannot be reached now is skipped; migration pre-checks install
+    trust again if it is missing when a migration needs it.
+    """
+    from nodes.hypervisor import HypervisorError
+    from nodes.services import trust
+
+    node = Node.objects.filter(pk=node_id, enabled=True).first()
+    if node is None:
+        return []
+    peers = [
+        peer
+        for peer in Node.objects.filter(enabled=True, uri__startswith="qemu+ssh://")
+        if peer.pk != node.pk and peer.is_online
+    ]
+    if not peers:
+        return []
+    try:
+        return trust.establish([node, *peers])
+    except HypervisorError as exc:
+        logger.warning("trust for %s not installed: %s", node.name, exc.message)
+        return []

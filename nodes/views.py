@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from kvmmgr.access import Actor, Permission, require
 from nodes.forms import NodeForm
 from nodes.models import Node
 from nodes.services import registry
@@ -26,10 +27,10 @@ def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
     data = {key: form.cleaned_data[key] for key in fields}
     try:
         if node is None:
-            saved = registry.add_node(**data)
+            saved = registry.add_node(actor=Actor.from_request(request), **data)
             messages.success(request, f"Node {saved.name} added; its inventory is being read.")
         else:
-            saved = registry.update_node(node, **data)
+            saved = registry.update_node(node, Actor.from_request(request), **data)
             messages.success(request, f"Node {saved.name} saved.")
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
@@ -41,6 +42,8 @@ def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
 
 @require_http_methods(["GET", "POST"])
 def node_add(request: HttpRequest) -> HttpResponse:
+    # Refuse before the form: a viewer sees a 403, not a form it can never submit.
+    require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.add")
     form = NodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid() and _save(request, form, None):
         return redirect("nodes:node_list")
@@ -49,6 +52,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.update")
     node = get_object_or_404(Node, pk=pk)
     # Bind to a copy so a failed validation never leaves the instance half-changed.
     form = NodeForm(request.POST or None, instance=Node.objects.get(pk=pk))
@@ -59,10 +63,11 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.remove")
     node = get_object_or_404(Node, pk=pk)
     if request.method == "POST":
         name = node.name
-        removed = registry.remove_node(node)
+        removed = registry.remove_node(node, Actor.from_request(request))
         messages.success(
             request,
             f"Node {name} removed with {removed} inventory rows; nothing on the host changed.",
@@ -75,6 +80,6 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def node_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
-    registry.request_refresh([node])
+    registry.request_refresh([node], actor=Actor.from_request(request))
     messages.info(request, f"Refresh of {node.name} queued.")
     return redirect(request.POST.get("next") or "vms:vm_list")

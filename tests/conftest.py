@@ -2,13 +2,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from kvmmgr.models import Role, UserRole
 from nodes.hypervisor import close_all
 from tests.nodexml import FakeDomain, make_domains, write_node_xml
+
+# The real nginx + uwsgi site (deployed_site), shared by tests/integration and tests/e2e.
+pytest_plugins = ["tests.deploysite"]
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +36,29 @@ def node_xml(tmp_path: Path) -> Callable[..., str]:
     return build
 
 
-@pytest.fixture
-def admin_client(db: None) -> Client:
-    user = get_user_model().objects.create_user("alice", password="correct horse battery")
+def make_user(name: str, role: str = Role.ADMIN) -> Any:
+    """A Django user with a kvmmgr role (what manage.py adduser creates, minus htpasswd)."""
+    user = get_user_model().objects.create_user(name, password="correct horse battery")
+    UserRole.objects.create(user=user, role=role)
+    return user
+
+
+def client_for(user: Any) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def admin_client(db: None) -> Client:
+    return client_for(make_user("alice", Role.ADMIN))
+
+
+@pytest.fixture
+def operator_client(db: None) -> Client:
+    return client_for(make_user("oscar", Role.OPERATOR))
+
+
+@pytest.fixture
+def viewer_client(db: None) -> Client:
+    return client_for(make_user("vera", Role.VIEWER))

@@ -7,11 +7,18 @@ import uuid
 
 from django.utils import timezone
 
+from kvmmgr.access import Actor
+from kvmmgr.models import Role
 from nodes.models import Node
 from vms.choices import VMState
 from vms.models import VirtualMachine
 
 _counter = itertools.count(1)
+
+
+def actor(name: str = "alice", role: str = Role.ADMIN, source: str = "test") -> Actor:
+    """A named actor for service calls; admin unless a test says otherwise."""
+    return Actor(name=name, role=role, source=source)
 
 
 def make_node(name: str | None = None, uri: str | None = None, **fields: object) -> Node:

@@ -8,6 +8,7 @@ app_name = "vms"
 urlpatterns = [
     path("", views.vm_list, name="vm_list"),
     path("refresh/", views.refresh_all, name="refresh_all"),
+    path("state/", views.vm_list_state, name="vm_list_state"),
     path("create/", views_create.vm_create, name="vm_create"),
     path("vm/<uuid:uuid>/", views_detail.vm_detail, name="vm_detail"),
     path("vm/<uuid:uuid>/start/", views_actions.vm_start, name="vm_start"),

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from kvmmgr.access import Actor, Permission, require
 from vms.models import Job, VirtualMachine
 from vms.services import lifecycle
 from vms.services.jobs import JobConflict
@@ -55,8 +56,8 @@ def _queue(
     return redirect(_back(request, vm))
 
 
-def _user(request: HttpRequest) -> str:
-    return request.user.get_username()
+def _user(request: HttpRequest) -> Actor:
+    return Actor.from_request(request)
 
 
 @require_POST
@@ -82,7 +83,9 @@ def vm_reboot(request: HttpRequest, uuid: object) -> HttpResponse:
 
 @require_GET
 def vm_force_off_confirm(request: HttpRequest, uuid: object) -> HttpResponse:
-    return render(request, "vms/vm_confirm_force_off.html", {"vm": _vm(uuid)})
+    vm = _vm(uuid)
+    require(_user(request), Permission.VM_POWER, action="vm.force_off", target=vm.name)
+    return render(request, "vms/vm_confirm_force_off.html", {"vm": vm})
 
 
 @require_POST
@@ -94,6 +97,7 @@ def vm_force_off(request: HttpRequest, uuid: object) -> HttpResponse:
 @require_GET
 def vm_delete_confirm(request: HttpRequest, uuid: object) -> HttpResponse:
     vm = _vm(uuid)
+    require(_user(request), Permission.VM_DELETE, action="vm.delete", target=vm.name)
     context = {"vm": vm, "disks": lifecycle.deletable_disks(vm)}
     return render(request, "vms/vm_confirm_delete.html", context)
 

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.forms_create import CreateVMForm
 from vms.services.create import submit_create
@@ -24,6 +25,8 @@ def _chosen_node(request: HttpRequest) -> Node | None:
 
 @require_http_methods(["GET", "POST"])
 def vm_create(request: HttpRequest) -> HttpResponse:
+    # Refuse before the form: a viewer sees a 403, not a form it can never submit.
+    require(Actor.from_request(request), Permission.VM_CREATE, action="vm.create")
     node = _chosen_node(request)
     nodes = Node.objects.order_by("name")
     if node is None:
@@ -31,7 +34,7 @@ def vm_create(request: HttpRequest) -> HttpResponse:
     form = CreateVMForm(node, request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            job = submit_create(form.to_request(), requested_by=request.user.get_username())
+            job = submit_create(form.to_request(), actor=Actor.from_request(request))
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
                 for error in errors:

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from kvmmgr.access import Actor
 from vms.choices import JobStatus
 from vms.models import Job
 from vms.services.jobs import request_abort
@@ -61,7 +62,7 @@ def job_status(request: HttpRequest, pk: int) -> JsonResponse:
 @require_POST
 def job_abort(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
-    if request_abort(job):
+    if request_abort(job, Actor.from_request(request)):
         messages.info(request, f"Abort of job {job.pk} requested.")
     else:
         messages.error(request, f"Job {job.pk} is {job.status}: nothing to abort.")

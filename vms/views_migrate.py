@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.models import VirtualMachine
 from vms.services.convergence import TimeoutPolicy
@@ -32,6 +33,7 @@ CHECKBOXES = {"auto_converge", "compressed", "postcopy", "keep_source_disks", "c
 @require_http_methods(["GET", "POST"])
 def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
     vm = get_object_or_404(VirtualMachine.objects.select_related("node"), uuid=uuid)
+    require(Actor.from_request(request), Permission.VM_MIGRATE, action="vm.migrate", target=vm.name)
     destinations = Node.objects.exclude(pk=vm.node_id).order_by("name")
     errors: dict[str, list[str]] = {}
     values: dict[str, object] = {key: getattr(MigrationOptions, key) for key in OPTION_FIELDS}
@@ -46,7 +48,7 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
         dest = Node.objects.filter(pk=request.POST.get("destination") or 0).first()
         try:
             options = parse_options(data)
-            job = request_migration(vm, dest, options, request.user.get_username())
+            job = request_migration(vm, dest, options, Actor.from_request(request))
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         except JobConflict as exc:

@@ -10,14 +10,19 @@ from nodes.hypervisor.connection import close_all, connection_for
 from nodes.hypervisor.domains import DomainInfo, list_domains
 from nodes.hypervisor.errors import HypervisorError
 from nodes.hypervisor.host import HostReport, collect_facts, probe_host
+from nodes.hypervisor.stats import DomainCounters, HostCounters, NodeCounters, node_stats
 
 __all__ = [
+    "DomainCounters",
     "DomainInfo",
+    "HostCounters",
     "HostReport",
     "HypervisorError",
+    "NodeCounters",
     "close_all",
     "collect_facts",
     "connection_for",
     "list_domains",
+    "node_stats",
     "probe_host",
 ]

@@ -213,6 +213,10 @@ def stats_from_libvirt(raw: dict[str, int], *, postcopy_active: bool = False) ->
     )
 
 
+class DomainLeftSource(HypervisorError):
+    """A control call found the domain gone from the source: the migration is ending."""
+
+
 @dataclass
 class MigrationControl:
     """Steering a running migration from the poll callback."""
@@ -226,6 +230,8 @@ class MigrationControl:
         try:
             func()
         except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainLeftSource(f"{what}: the domain already left the source") from exc
             raise translate_error(exc, self.uri) from exc
         self.actions.append(what)
 
@@ -294,6 +300,10 @@ def run_migration(
             last = stats_from_libvirt(raw, postcopy_active=control.postcopy_started)
             try:
                 on_poll(last, control)
+            except DomainLeftSource:
+                # The switch-over happened between the stats and the control call:
+                # nothing to steer any more, let migrateToURI3 report the outcome.
+                continue
             except BaseException as exc:  # the caller wants out: roll the migration back
                 poll_error = exc
                 try:

@@ -133,35 +133,60 @@ def establish(nodes: list[Node]) -> list[str]:
     return report
 
 
-def verify(source: Node, dest: Node) -> str:
-    """From ``source``, open ``dest``'s libvirt the way p2p migration will.
+@dataclass(frozen=True)
+class Preflight:
+    """What the source node found when it tried the destination the way migration will."""
 
-    Returns the destination's hostname; raises ``HypervisorError`` with the
-    reason (no route, key refused, host key mismatch) otherwise.
+    hostname: str  # the destination's libvirt hostname, or "" when unreachable
+    error: str  # why the source could not open the destination's libvirt
+    port_answers: bool | None  # None: not probed
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.hostname) and not self.error
+
+
+def preflight(source: Node, dest: Node, port: int | None = None) -> Preflight:
+    """In one ssh session to ``source``: open ``dest``'s libvirt over the peer URI,
+    and optionally knock on ``dest``'s migration ``port``.
+
+    A refused connection on the port proves the path is open; silence means a
+    firewall or no route, which would stall a migration.
     """
+    address = dest.effective_migration_address
+    validate_host(address, resolve=False)  # it goes into a remote bash -c script
     with open_remote(source.name, source.uri) as remote:
         result = remote.run(
             ["timeout", "15", "virsh", "-c", peer_uri(dest), "hostname"], timeout=20
         )
+        port_answers = None
+        if port is not None and result.ok:
+            knock = remote.run(
+                ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/{int(port)}"],
+                timeout=10,
+            )
+            port_answers = knock.ok or "refused" in knock.stderr.lower()
     if not result.ok:
         reason = (result.stderr or result.stdout).strip() or f"exit status {result.exit_status}"
+        return Preflight("", reason, None)
+    return Preflight(result.stdout.strip(), "", port_answers)
+
+
+def ensure(source: Node, dest: Node, port: int | None = None) -> tuple[Preflight, list[str]]:
+    """Check the path; install trust only if the check fails, then check again.
+
+    Trust is installed when nodes are added; re-installing it on every migration
+    would cost several ssh round trips for nothing.
+    """
+    first = preflight(source, dest, port)
+    if first.ok:
+        return first, []
+    report = establish([source, dest])
+    second = preflight(source, dest, port)
+    if not second.ok:
         raise HypervisorError(
             f"{source.name} cannot reach {dest.name}'s libvirt at "
-            f"{dest.effective_migration_address} for peer-to-peer migration: {reason}",
+            f"{dest.effective_migration_address} for peer-to-peer migration: {second.error}",
             retryable=True,
         )
-    return result.stdout.strip()
-
-
-def probe_port(source: Node, address: str, port: int) -> bool:
-    """Whether ``source`` gets an answer (open or refused) from ``address:port``.
-
-    A refused connection proves the path is open; silence means a firewall or
-    no route, which would stall a migration.
-    """
-    validate_host(address, resolve=False)  # it goes into a remote bash -c script
-    script = f"exec 3<>/dev/tcp/{address}/{int(port)}"
-    with open_remote(source.name, source.uri) as remote:
-        result = remote.run(["timeout", "3", "bash", "-c", script], timeout=10)
-    text = result.stderr.lower()
-    return result.ok or "refused" in text
+    return second, [f"installed after: {first.error}", *report]

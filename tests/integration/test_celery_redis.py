@@ -17,6 +17,7 @@ from django.db import connection
 
 from nodes.models import Node
 from nodes.services import registry
+from tests.factories import actor
 from vms.models import VirtualMachine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +102,14 @@ def _wait_for(
 def test_added_node_is_refreshed_by_worker_and_beat(
     worker: Callable[[], str], node_xml: Callable[..., str]
 ) -> None:
-    node = registry.add_node(name="celery-node", uri=node_xml(7, name="celery"))
+    node = registry.add_node(actor=actor(), name="celery-node", uri=node_xml(7, name="celery"))
     # The on-commit enqueue reaches the worker through Redis.
     _wait_for(
         lambda: VirtualMachine.objects.filter(node=node).count() == 7, 30, "first refresh", worker
     )
     first_attempt = Node.objects.get(pk=node.pk).last_attempt_at
     # Beat keeps refreshing (interval 1 s), and an unreachable node does not block it.
-    registry.add_node(name="dead", uri="qemu+ssh://root@127.0.0.1:9/system")
+    registry.add_node(actor=actor(), name="dead", uri="qemu+ssh://root@127.0.0.1:9/system")
     _wait_for(
         lambda: (
             Node.objects.get(pk=node.pk).last_attempt_at > first_attempt

@@ -14,6 +14,7 @@ from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor import virtinstall
 from nodes.models import Node
 from nodes.services import registry
+from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms import vncsecret
@@ -42,7 +43,7 @@ def leftovers(lab_node: LabNode) -> Iterator[list[str]]:
 def node(manager_ssh: Path, lab_node: LabNode, db: None) -> Node:
     """node1 as the product sees it, pinned to TCG, with a guest bridge and fresh facts."""
     lab_node.add_guest_bridge()
-    node = registry.add_node(name="node1", uri=lab_node.uri, virt_type="qemu")
+    node = registry.add_node(actor=actor(), name="node1", uri=lab_node.uri, virt_type="qemu")
     return node
 
 
@@ -86,7 +87,7 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
         bridge="labbr0",
         os_variant="generic",
     )
-    job = run(submit_create(req, requested_by="alice"))
+    job = run(submit_create(req, actor=actor("alice")))
     assert job.status == JobStatus.SUCCEEDED, job.log
     assert job.elapsed < 30  # type: ignore[attr-defined]
 
@@ -115,7 +116,7 @@ def test_new_disk_pxe_and_failed_start_is_cleaned_up(
     first = run(
         submit_create(
             CreateRequest(name="ci-pxe1", bridge="labbr0", vnc_port=5977, **base),
-            requested_by="alice",
+            actor=actor("alice"),
         )
     )
     assert first.status == JobStatus.SUCCEEDED, first.log
@@ -129,7 +130,7 @@ def test_new_disk_pxe_and_failed_start_is_cleaned_up(
     second = run(
         submit_create(
             CreateRequest(name="ci-pxe2", bridge="labbr0", vnc_port=5977, **base),
-            requested_by="alice",
+            actor=actor("alice"),
         )
     )
     assert second.status == JobStatus.FAILED
@@ -161,7 +162,7 @@ def test_unreachable_node_fails_the_job_quickly_and_creates_nothing(
         disk_gib=1,
         bridge="labbr0",
     )
-    job = run(submit_create(req, requested_by="alice"))
+    job = run(submit_create(req, actor=actor("alice")))
     assert job.status == JobStatus.FAILED
     assert job.elapsed < 10  # type: ignore[attr-defined]
     assert "unreachable" in job.error and "Nothing was created" in job.error

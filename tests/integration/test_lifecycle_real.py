@@ -23,6 +23,7 @@ from django.test import override_settings
 
 from nodes.models import Node
 from nodes.services import registry
+from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms.choices import JobStatus, VMState
@@ -62,7 +63,7 @@ def _vm(uuid: str) -> VirtualMachine:
 
 
 def _node(lab_node: LabNode) -> Node:
-    node = registry.add_node(name="node1", uri=lab_node.uri)
+    node = registry.add_node(actor=actor(), name="node1", uri=lab_node.uri)
     result = inventory.refresh_node(node)
     assert result.ok, result.error
     node.refresh_from_db()
@@ -85,14 +86,14 @@ def test_start_shutdown_start_force_off_delete_with_disk(
         assert [d["target"] for d in lifecycle.deletable_disks(vm)] == ["vda"]
         assert vm.xml_summary["disks"][0]["path"] == str(IMAGES / f"{name}.qcow2")
 
-        job = _run(lifecycle.request_start(vm, "it"))
+        job = _run(lifecycle.request_start(vm, actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert job.command == f"virsh -c {node.uri} start {name}"
         assert _vm(guest.uuid).state == VMState.RUNNING  # the inventory says so at once
         lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
 
         started = time.monotonic()
-        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=60))
+        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), actor("it"), timeout=60))
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert time.monotonic() - started < 60
         assert _vm(guest.uuid).state == VMState.SHUTOFF
@@ -100,16 +101,16 @@ def test_start_shutdown_start_force_off_delete_with_disk(
         assert "KVMMGR-GUEST-POWEROFF" in guest.serial_log.read_text(errors="replace")
 
         guest.serial_log.write_text("")
-        job = _run(lifecycle.request_start(_vm(guest.uuid), "it"))
+        job = _run(lifecycle.request_start(_vm(guest.uuid), actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
         lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
 
-        job = _run(lifecycle.request_force_off(_vm(guest.uuid), "it"))
+        job = _run(lifecycle.request_force_off(_vm(guest.uuid), actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert _vm(guest.uuid).state == VMState.SHUTOFF
         assert "KVMMGR-GUEST-POWEROFF" not in guest.serial_log.read_text(errors="replace")
 
-        job = _run(lifecycle.request_delete(_vm(guest.uuid), "it", disks=["vda"]))
+        job = _run(lifecycle.request_delete(_vm(guest.uuid), actor("it"), disks=["vda"]))
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert f"deleted disk vda ({IMAGES / name}.qcow2)" in job.log
         assert not disk.exists()
@@ -132,14 +133,14 @@ def test_shutdown_ignored_by_the_guest_times_out_then_force_off(
         lab.wait_guest_up(lab_node, name, 90, serial_log=guest.serial_log)
         _node(lab_node)
         started = time.monotonic()
-        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=4))
+        job = _run(lifecycle.request_shutdown(_vm(guest.uuid), actor("it"), timeout=4))
         assert time.monotonic() - started < 15
         assert job.status == JobStatus.FAILED
         assert f"VM {name} did not shut down within 4 s" in job.error
         assert f"manage.py stopvm --force {name}" in job.error
         assert job.progress_detail.get("timed_out") is True
         assert _vm(guest.uuid).state == VMState.RUNNING
-        job = _run(lifecycle.request_force_off(_vm(guest.uuid), "it"))
+        job = _run(lifecycle.request_force_off(_vm(guest.uuid), actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert _vm(guest.uuid).state == VMState.SHUTOFF
     finally:
@@ -160,8 +161,8 @@ def test_paused_guest_shutdown_is_refused_clearly(
         vm = _vm(guest.uuid)
         assert vm.state == VMState.PAUSED
         with pytest.raises(ValidationError, match="cannot react to the ACPI power button"):
-            lifecycle.request_shutdown(vm, "it")
-        job = _run(lifecycle.request_force_off(vm, "it"))
+            lifecycle.request_shutdown(vm, actor("it"))
+        job = _run(lifecycle.request_force_off(vm, actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
     finally:
         _remove_guest(lab_node, name)
@@ -192,7 +193,7 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
             _node(lab_node)
         # The worker is the subprocess below: the queue must not hand the job to anyone else.
         with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
-            job = lifecycle.request_shutdown(_vm(guest.uuid), "it", timeout=300)
+            job = lifecycle.request_shutdown(_vm(guest.uuid), actor("it"), timeout=300)
         dispatch.assert_called_once_with(job.pk)
         env = {
             **os.environ,
@@ -228,7 +229,7 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
         assert "reaper:" in job.log
         # The VM is free for the next action once its job is failed (run inline here).
         with eager_tasks():
-            job = lifecycle.request_force_off(_vm(guest.uuid), "it")
+            job = lifecycle.request_force_off(_vm(guest.uuid), actor("it"))
         job.refresh_from_db()
         assert job.status == JobStatus.SUCCEEDED, job.error
     finally:

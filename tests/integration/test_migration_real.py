@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from nodes.models import Node
 from nodes.services import registry
+from tests.factories import actor
 from tests.lab.lab import GuestInfo, Lab
-from tests.lab.node import LabNode
+from tests.lab.node import LabNode, veth_name
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs
 from vms.services.migration import parse_options, request_migration
+from vms.services.reconcile import reconcile_all
 
 ALIVE = re.compile(r"KVMMGR-GUEST-ALIVE (\d+)")
 COUNT = re.compile(r"KVMMGR-COUNT (\d+)")
@@ -64,14 +68,14 @@ def _wait_alive_after(path: Path, floor: int, timeout: float = 20) -> int:
 
 def _register(node: LabNode) -> Node:
     row = Node.objects.filter(name=node.name).first() or registry.add_node(
-        name=node.name, uri=node.uri, virt_type="qemu"
+        actor=actor(), name=node.name, uri=node.uri, virt_type="qemu"
     )
     assert inventory.refresh_node(row).ok
     return row
 
 
 def _migrate(vm: VirtualMachine, dest: Node, **options: object) -> Job:
-    job = request_migration(vm, dest, parse_options(options), "tester")
+    job = request_migration(vm, dest, parse_options(options), actor("tester"))
     jobs.execute(job.pk)
     job.refresh_from_db()
     return job
@@ -171,7 +175,7 @@ def test_abort_mid_migration_leaves_vm_on_source(
     node2 = _register(lab_node2)
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
     # 1 MiB/s keeps the copy running long enough to abort it.
-    job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), "tester")
+    job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("tester"))
 
     def abort_when_copying(ctx: jobs.JobContext) -> None:
         from vms.services.migration import run_migrate
@@ -181,7 +185,7 @@ def test_abort_mid_migration_leaves_vm_on_source(
         def progress(percent: int, **detail: object) -> None:
             original(percent, **detail)
             if detail.get("data_processed"):
-                jobs.request_abort(Job.objects.get(pk=ctx.job.pk))
+                jobs.request_abort(Job.objects.get(pk=ctx.job.pk), actor())
 
         ctx.progress = progress  # type: ignore[method-assign]
         run_migrate(ctx)
@@ -194,3 +198,97 @@ def test_abort_mid_migration_leaves_vm_on_source(
     disk = Path("/var/lib/libvirt/images") / f"{migrating_guest.name}.qcow2"
     assert not lab_node2.host_path(disk).exists()
     assert lab_node.host_path(disk).exists()
+
+
+def _source_job_type(node: LabNode, name: str) -> str:
+    out = node.virsh("domjobinfo", name, timeout=10).stdout
+    match = re.search(r"Job type:\s+(\w+)", out)
+    return match.group(1) if match else ""
+
+
+@pytest.mark.django_db
+@override_settings(KVMMGR_MIGRATION_ABORT_WAIT=15)
+def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
+    manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
+) -> None:
+    _register(lab_node)
+    node2 = _register(lab_node2)
+    vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
+    veth = veth_name(lab_node2.name)
+    disk = Path("/var/lib/libvirt/images") / f"{migrating_guest.name}.qcow2"
+    cut = threading.Event()
+
+    def cut_when_copying() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _source_job_type(lab_node, migrating_guest.name) == "Unbounded":
+                time.sleep(1)
+                subprocess.run(["ip", "link", "set", veth, "down"], check=True, timeout=10)
+                cut.set()
+                return
+            time.sleep(0.3)
+
+    cutter = threading.Thread(target=cut_when_copying, daemon=True)
+    options = {"bandwidth_mib_s": 1, "completion_timeout_s": 20}
+    try:
+        cutter.start()
+        job = _migrate(vm, node2, **options)
+        cutter.join(5)
+        assert cut.is_set(), "the migration never started copying"
+        assert job.status in (JobStatus.FAILED, JobStatus.ABORTED), job.log
+    finally:
+        subprocess.run(["ip", "link", "set", veth, "up"], check=True, timeout=10)
+    # Once the link is back, libvirt finishes rolling back: the VM runs on the source.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and _source_job_type(lab_node, migrating_guest.name) not in (
+        "None",
+        "",
+    ):
+        time.sleep(1)
+    assert lab_node.virsh("domstate", migrating_guest.name, check=True).stdout.strip() == "running"
+    assert lab_node2.virsh("domstate", migrating_guest.name).returncode != 0
+    # The reconciler removes what the job created on the destination.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and reconcile_all():
+        if not lab_node2.host_path(disk).exists():
+            break
+        time.sleep(2)
+    assert not lab_node2.host_path(disk).exists()
+    assert lab_node.host_path(disk).exists()
+    job.refresh_from_db()
+    assert job.status in (JobStatus.FAILED, JobStatus.ABORTED)
+    assert "removed /var/lib/libvirt/images" in job.log
+
+
+@pytest.mark.django_db
+def test_cold_migration_of_a_stopped_vm_copies_its_disk(
+    manager_ssh: Path,
+    lab_node: LabNode,
+    lab_node2: LabNode,
+    migrating_guest: GuestInfo,
+    tmp_path: Path,
+) -> None:
+    name = migrating_guest.name
+    disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
+    # Let the guest write records, then stop it hard: the disk holds them.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(_numbers(RECORD, migrating_guest.serial_log)) < 5:
+        time.sleep(0.5)
+    lab_node.virsh("destroy", name, check=True)
+    written = _records_on_disk(lab_node.host_path(disk), tmp_path)
+    assert len(written) >= 5
+    node1 = _register(lab_node)
+    node2 = _register(lab_node2)
+    vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
+    assert vm.state == VMState.SHUTOFF
+    job = _migrate(vm, node2)
+    assert job.status == JobStatus.SUCCEEDED, job.log
+    assert "copied /var/lib/libvirt/images" in job.log
+    assert lab_node2.virsh("domstate", name, check=True).stdout.strip() == "shut off"
+    assert lab_node.virsh("domstate", name).returncode != 0
+    assert not lab_node.host_path(disk).exists()
+    assert _records_on_disk(lab_node2.host_path(disk), tmp_path) >= written
+    vm.refresh_from_db()
+    assert vm.node == node2 and vm.state == VMState.SHUTOFF
+    # And back, so the session's other tests find node1 as they expect.
+    assert _migrate(vm, node1).status == JobStatus.SUCCEEDED

@@ -14,6 +14,7 @@ from nodes.hypervisor import HypervisorError, list_domains, probe_host
 from nodes.hypervisor import connection as conn_module
 from nodes.models import Node
 from nodes.services import registry
+from tests.factories import actor
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode
 from vms.choices import VMState
@@ -25,7 +26,7 @@ from vms.services import inventory
 def test_inventory_of_a_real_node_shows_the_running_guest(
     manager_ssh: Path, lab_node: LabNode, running_guest: GuestInfo, admin_client: Client
 ) -> None:
-    node = registry.add_node(name="node1", uri=lab_node.uri)
+    node = registry.add_node(actor=actor(), name="node1", uri=lab_node.uri)
     result = inventory.refresh_node(node)
     assert result.ok, result.error
     vm = VirtualMachine.objects.get(uuid=running_guest.uuid)
@@ -79,8 +80,10 @@ def test_blackholed_node_is_reported_unreachable_within_3_seconds(
 def test_blackholed_node_shows_offline_and_does_not_block_others(
     manager_ssh: Path, lab: Lab, lab_node: LabNode, running_guest: GuestInfo
 ) -> None:
-    good = registry.add_node(name="good", uri=lab_node.uri)
-    dead = registry.add_node(name="dead", uri=f"qemu+ssh://root@{lab.blackhole_address}/system")
+    good = registry.add_node(actor=actor(), name="good", uri=lab_node.uri)
+    dead = registry.add_node(
+        actor=actor(), name="dead", uri=f"qemu+ssh://root@{lab.blackhole_address}/system"
+    )
     started = time.monotonic()
     assert not inventory.refresh_node(dead).ok
     assert time.monotonic() - started < 3.0

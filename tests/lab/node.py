@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.lab._node_init import BIND_MOUNTS
@@ -62,7 +63,7 @@ migration_host = "{address}"
 """
 
 SSHD_CONFIG = """# kvmmgr lab node {name}
-ListenAddress {address}
+ListenAddress {listen}
 Port 22
 HostKey {host_key}
 PidFile {pidfile}
@@ -193,6 +194,9 @@ class LabNode:
         authorized_keys: Path,
         address: str | None = None,
         state_root: Path = STATE_ROOT,
+        *,
+        attach: Callable[[LabNode], None] | None = None,
+        ssh_listen: str | None = None,
     ) -> None:
         if not NAME_RE.match(name) or name == "blackhole":
             raise ValueError(f"bad node name {name!r} (lowercase, <= 11 chars)")
@@ -204,6 +208,11 @@ class LabNode:
         self.netns = f"{NETNS_PREFIX}{name}"
         self.dir = state_root / "nodes" / name
         self.host_uuid = str(uuid.uuid5(UUID_NAMESPACE, f"kvmmgr-lab-node:{name}"))
+        # Defaults: a veth into the lab bridge, sshd on the node address only. The
+        # NAT lab (tests/lab/nat.py) attaches behind its router and listens on all
+        # addresses so peers reach sshd at the node's tunnel address too.
+        self.attach = attach
+        self.ssh_listen = ssh_listen or self.address
 
     # -- public API -----------------------------------------------------------
 
@@ -281,7 +290,10 @@ class LabNode:
         """Create the network namespace, config files, and start the daemons."""
         self.stop()
         self._prepare_dirs()
-        attach_netns(self.netns, self.name, self.address)
+        if self.attach is not None:
+            self.attach(self)
+        else:
+            attach_netns(self.netns, self.name, self.address)
         init_log = self.dir / "node-init.log"
         cmd = [
             "ip",
@@ -374,7 +386,7 @@ class LabNode:
         """Fresh per-run state; the capability cache and host key are kept."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
-        for sub in ("etc", "run", "lib", "log", "rootssh"):
+        for sub in ("etc", "run", "lib", "log", "rootssh", "openvpn", "openvpnrun"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         for stale in (
             "libvirtd.pid",
@@ -389,7 +401,7 @@ class LabNode:
         # libvirt's "default" NAT network uses 192.168.122.0/24: never let it start.
         for network_xml in (self.dir / "etc" / "qemu" / "networks").rglob("*.xml"):
             network_xml.unlink()
-        for sub in ("run", "lib", "log", "cache"):
+        for sub in ("run", "lib", "log", "cache", "openvpn", "openvpnrun"):
             (self.dir / sub).mkdir(exist_ok=True)
         # The node's private /root/.ssh starts with only the lab's key authorized.
         (self.dir / "rootssh").mkdir(mode=0o700)
@@ -422,7 +434,7 @@ class LabNode:
         (self.dir / "sshd_config").write_text(
             SSHD_CONFIG.format(
                 name=self.name,
-                address=self.address,
+                listen=self.ssh_listen,
                 host_key=host_key,
                 pidfile=self.dir / "sshd.pid",
                 authorized_keys=self.authorized_keys,

@@ -19,7 +19,7 @@ from nodes.hypervisor import HypervisorError, collect_facts, virtinstall
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.connection import connection_for
 from nodes.models import Node
-from tests.factories import make_node, make_vm
+from tests.factories import actor, make_node, make_vm
 from vms import vncsecret
 from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
@@ -96,7 +96,7 @@ def request(node: Node, **overrides: Any) -> CreateRequest:
 def refused(req: CreateRequest) -> dict[str, list[str]]:
     """The per-field messages of a refused request; asserts nothing was queued."""
     with pytest.raises(ValidationError) as info:
-        submit_create(req, requested_by="alice")
+        submit_create(req, actor=actor("alice"))
     assert not Job.objects.exists()
     return info.value.message_dict
 
@@ -117,7 +117,7 @@ def test_facts_list_volumes_isos_networks_and_bridges(node: Node) -> None:
 
 
 def test_valid_request_queues_a_job_without_secrets(node: Node) -> None:
-    job = submit_create(request(node), requested_by="alice")
+    job = submit_create(request(node), actor=actor("alice"))
     assert (job.kind, job.status, job.target_name, job.node) == (
         JobKind.CREATE,
         JobStatus.QUEUED,
@@ -161,13 +161,13 @@ def test_name_clash_on_any_node_is_refused(node: Node) -> None:
 
 def test_vanished_vm_name_may_be_reused(node: Node) -> None:
     make_vm(node, name="web1", vanished_at=timezone.now())
-    assert submit_create(request(node), requested_by="alice").pk
+    assert submit_create(request(node), actor=actor("alice")).pk
 
 
 def test_active_create_job_of_that_name_is_refused(node: Node) -> None:
     submit(JobKind.CREATE, target_name="web1", requested_by="bob", node=node)
     with pytest.raises(ValidationError) as info:
-        submit_create(request(node), requested_by="alice")
+        submit_create(request(node), actor=actor("alice"))
     assert "already being created" in info.value.message_dict["name"][0]
     assert Job.objects.count() == 1
 
@@ -286,7 +286,7 @@ def run_job(job: Job) -> Job:
 
 
 def test_create_job_runs_virt_install_and_records_the_vm(node: Node) -> None:
-    job = run_job(submit_create(request(node, vnc_port=5910), requested_by="alice"))
+    job = run_job(submit_create(request(node, vnc_port=5910), actor=actor("alice")))
     assert job.status == JobStatus.SUCCEEDED, job.log
     vm = VirtualMachine.objects.get(name="web1")
     assert job.vm == vm and vm.node == node
@@ -305,7 +305,7 @@ def test_create_import_job_with_bridge(node: Node) -> None:
     req = request(
         node, media="import", import_volume="default/base.qcow2", network="", bridge="br0"
     )
-    job = run_job(submit_create(req, requested_by="alice"))
+    job = run_job(submit_create(req, actor=actor("alice")))
     assert job.status == JobStatus.SUCCEEDED, job.log
     assert "--import --disk vol=default/base.qcow2,bus=virtio" in job.command
     assert "--network bridge=br0,model=virtio" in job.command
@@ -316,7 +316,7 @@ def test_node_that_changed_since_the_form_fails_the_job_and_creates_nothing(node
     facts["isos"] = [*facts["isos"], {**facts["isos"][0], "name": "gone.iso"}]
     Node.objects.filter(pk=node.pk).update(facts=facts)
     node.refresh_from_db()
-    job = run_job(submit_create(request(node, iso="isos/gone.iso"), requested_by="alice"))
+    job = run_job(submit_create(request(node, iso="isos/gone.iso"), actor=actor("alice")))
     assert job.status == JobStatus.FAILED
     assert "ISO isos/gone.iso is gone" in job.error and "Nothing was created" in job.error
     assert not job.command and not VirtualMachine.objects.exists()
@@ -334,7 +334,7 @@ def test_failed_virt_install_removes_the_volume_and_domain_it_left(node: Node) -
         raise HypervisorError(f"{node_uri}: virt-install failed: ERROR    connection lost")
 
     with mock.patch.object(virtinstall, "run_virt_install", autospec=True, side_effect=half_create):
-        job = run_job(submit_create(request(node), requested_by="alice"))
+        job = run_job(submit_create(request(node), actor=actor("alice")))
     assert job.status == JobStatus.FAILED
     assert "connection lost" in job.error
     assert "Removed what it had created: domain web1, volume default/web1.qcow2." in job.error
@@ -356,7 +356,7 @@ def test_cleanup_that_cannot_reach_the_node_says_what_to_remove(node: Node) -> N
             side_effect=HypervisorError("node: unreachable"),
         ),
     ):
-        job = run_job(submit_create(request(node), requested_by="alice"))
+        job = run_job(submit_create(request(node), actor=actor("alice")))
     assert job.status == JobStatus.FAILED
     assert "remove by hand: domain web1 (UUID " in job.error
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.hypervisor import HypervisorError
-from tests.factories import make_node, make_vm
+from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus
 from vms.models import Job
 from vms.services import jobs
@@ -115,17 +115,17 @@ def test_a_job_runs_once_even_if_delivered_twice() -> None:
 def test_abort_queued_job_at_once_and_running_job_on_request() -> None:
     vm = make_vm(make_node())
     queued = _submit(vm)
-    assert jobs.request_abort(queued)
+    assert jobs.request_abort(queued, actor())
     queued.refresh_from_db()
     assert queued.status == JobStatus.ABORTED
     running = _submit(vm)
 
     def handler(ctx: JobContext) -> None:
-        jobs.request_abort(ctx.job)
+        jobs.request_abort(ctx.job, actor())
         ctx.check_abort()
 
     assert jobs.execute(running.pk, handler=handler) == JobStatus.ABORTED
-    assert not jobs.request_abort(Job.objects.get(pk=running.pk))
+    assert not jobs.request_abort(Job.objects.get(pk=running.pk), actor())
 
 
 @pytest.mark.django_db(transaction=True)

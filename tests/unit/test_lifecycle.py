@@ -13,7 +13,7 @@ from django.utils import timezone
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.models import Node
-from tests.factories import make_node, make_vm
+from tests.factories import actor, make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
 from vms.choices import JobKind, JobStatus, VMState
 from vms.models import Job, VirtualMachine
@@ -56,7 +56,7 @@ def test_inventory_stores_the_xml_summary(node: Node) -> None:
 
 
 def test_start_runs_as_a_job_and_refreshes_the_inventory(node: Node) -> None:
-    job = lifecycle.request_start(_vm(DB1), "alice")
+    job = lifecycle.request_start(_vm(DB1), actor("alice"))
     assert (job.kind, job.status, job.params, job.requested_by) == (
         JobKind.START,
         JobStatus.QUEUED,
@@ -73,12 +73,12 @@ def test_start_runs_as_a_job_and_refreshes_the_inventory(node: Node) -> None:
 
 def test_start_refuses_a_running_vm(node: Node) -> None:
     with pytest.raises(ValidationError, match="web1 is already running"):
-        lifecycle.request_start(_vm(WEB1), "alice")
+        lifecycle.request_start(_vm(WEB1), actor("alice"))
     assert not Job.objects.exists()
 
 
 def test_start_of_a_vm_that_started_meanwhile_is_a_no_op(node: Node) -> None:
-    job = lifecycle.request_start(_vm(DB1), "alice")
+    job = lifecycle.request_start(_vm(DB1), actor("alice"))
     hv.start_domain(node.uri, DB1, "db1")  # someone was faster, by hand
     job = _run(job)
     assert job.status == JobStatus.SUCCEEDED and "already running; nothing to do" in job.log
@@ -89,37 +89,37 @@ def test_offline_disabled_and_vanished_are_refused(node: Node) -> None:
     Node.objects.filter(pk=node.pk).update(last_error="host:22 is unreachable (timed out).")
     vm.node.refresh_from_db()
     with pytest.raises(ValidationError, match=r"node lc is offline \(host:22 is unreachable"):
-        lifecycle.request_start(vm, "alice")
+        lifecycle.request_start(vm, actor("alice"))
     Node.objects.filter(pk=node.pk).update(last_error="", enabled=False)
     vm.node.refresh_from_db()
     with pytest.raises(ValidationError, match="node lc is disabled"):
-        lifecycle.request_start(vm, "alice")
+        lifecycle.request_start(vm, actor("alice"))
     Node.objects.filter(pk=node.pk).update(
         enabled=True, last_seen=timezone.now() - timedelta(days=1)
     )
     vm.node.refresh_from_db()
     with pytest.raises(ValidationError, match="offline"):
-        lifecycle.request_start(vm, "alice")
+        lifecycle.request_start(vm, actor("alice"))
     never = make_node(name="never")
     with pytest.raises(ValidationError, match="node never is unknown"):
-        lifecycle.request_start(make_vm(never, state=VMState.SHUTOFF), "alice")
+        lifecycle.request_start(make_vm(never, state=VMState.SHUTOFF), actor("alice"))
     Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
     vm.node.refresh_from_db()
     vm.vanished_at = timezone.now()
     with pytest.raises(ValidationError, match="no longer on lc"):
-        lifecycle.request_delete(vm, "alice")
+        lifecycle.request_delete(vm, actor("alice"))
     assert not Job.objects.exists()
 
 
 def test_second_action_on_a_vm_is_a_conflict(node: Node) -> None:
-    first = lifecycle.request_shutdown(_vm(WEB1), "alice")
+    first = lifecycle.request_shutdown(_vm(WEB1), actor("alice"))
     with pytest.raises(JobConflict, match=f"web1 already has an active job: job #{first.pk}"):
-        lifecycle.request_force_off(_vm(WEB1), "bob")
+        lifecycle.request_force_off(_vm(WEB1), actor("bob"))
     assert Job.objects.count() == 1
 
 
 def test_shutdown_waits_for_shut_off(node: Node) -> None:
-    job = _run(lifecycle.request_shutdown(_vm(WEB1), "alice", timeout=30))
+    job = _run(lifecycle.request_shutdown(_vm(WEB1), actor("alice"), timeout=30))
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.params == {"timeout": 30}
     assert job.command == f"virsh -c {node.uri} shutdown --mode acpi web1"
@@ -129,12 +129,12 @@ def test_shutdown_waits_for_shut_off(node: Node) -> None:
 @pytest.mark.parametrize("bad", [0, -5, "abc", "", 3601, "1.5", None])
 def test_shutdown_timeout_is_validated(node: Node, bad: object) -> None:
     with pytest.raises(ValidationError, match="timeout must be a whole number"):
-        lifecycle.request_shutdown(_vm(WEB1), "alice", timeout=bad)
+        lifecycle.request_shutdown(_vm(WEB1), actor("alice"), timeout=bad)
     assert not Job.objects.exists()
 
 
 def test_shutdown_ignored_by_the_guest_fails_and_offers_force_off(node: Node) -> None:
-    job = lifecycle.request_shutdown(_vm(WEB1), "alice", timeout=1)
+    job = lifecycle.request_shutdown(_vm(WEB1), actor("alice"), timeout=1)
     with mock.patch.object(hv, "_acpi_or_default", autospec=True):
         job = _run(job)
     assert job.status == JobStatus.FAILED
@@ -145,22 +145,22 @@ def test_shutdown_ignored_by_the_guest_fails_and_offers_force_off(node: Node) ->
 
 
 def test_force_off(node: Node) -> None:
-    job = _run(lifecycle.request_force_off(_vm(WEB1), "alice"))
+    job = _run(lifecycle.request_force_off(_vm(WEB1), actor("alice")))
     assert job.status == JobStatus.SUCCEEDED and job.command == f"virsh -c {node.uri} destroy web1"
     assert _vm(WEB1).state == VMState.SHUTOFF
     with pytest.raises(ValidationError, match="already shut off"):
-        lifecycle.request_force_off(_vm(WEB1), "alice")
+        lifecycle.request_force_off(_vm(WEB1), actor("alice"))
 
 
 def test_reboot(node: Node) -> None:
-    job = _run(lifecycle.request_reboot(_vm(WEB1), "alice"))
+    job = _run(lifecycle.request_reboot(_vm(WEB1), actor("alice")))
     assert job.status == JobStatus.SUCCEEDED and "reboot --mode acpi web1" in job.command
     with pytest.raises(ValidationError, match="Cannot reboot db1: it is shut off"):
-        lifecycle.request_reboot(_vm(DB1), "alice")
+        lifecycle.request_reboot(_vm(DB1), actor("alice"))
 
 
 def test_handler_reports_a_domain_removed_behind_our_back(node: Node) -> None:
-    job = lifecycle.request_start(_vm(DB1), "alice")
+    job = lifecycle.request_start(_vm(DB1), actor("alice"))
     hv.undefine_domain(node.uri, DB1, "db1")
     job = _run(job)
     assert job.status == JobStatus.FAILED
@@ -169,12 +169,12 @@ def test_handler_reports_a_domain_removed_behind_our_back(node: Node) -> None:
 
 def test_delete_refuses_a_running_vm_unless_forced_off(node: Node) -> None:
     with pytest.raises(ValidationError, match="web1 is running: shut it down first"):
-        lifecycle.request_delete(_vm(WEB1), "alice")
+        lifecycle.request_delete(_vm(WEB1), actor("alice"))
     assert not Job.objects.exists()
 
 
 def test_delete_forces_off_undefines_deletes_chosen_disks_and_marks_vanished(node: Node) -> None:
-    job = lifecycle.request_delete(_vm(WEB1), "alice", disks=["vda"], force_off=True)
+    job = lifecycle.request_delete(_vm(WEB1), actor("alice"), disks=["vda"], force_off=True)
     assert job.params["disks"] == [
         {"target": "vda", "path": f"{IMAGES}/web1.qcow2", "pool": "", "volume": ""}
     ]
@@ -194,14 +194,16 @@ def test_delete_forces_off_undefines_deletes_chosen_disks_and_marks_vanished(nod
 
 
 def test_delete_of_a_stopped_vm_keeps_disks_by_default(node: Node) -> None:
-    job = _run(lifecycle.request_delete(_vm(DB1), "alice"))
+    job = _run(lifecycle.request_delete(_vm(DB1), actor("alice")))
     assert job.status == JobStatus.SUCCEEDED
     assert f"{IMAGES}/db1.qcow2" in _pool_paths(node)
     assert _vm(DB1).vanished_at is not None
 
 
 def test_delete_a_volume_disk_by_pool_and_name(node: Node) -> None:
-    job = _run(lifecycle.request_delete(_vm(WEB1), "alice", disks=["vdb", "vda"], force_off=True))
+    job = _run(
+        lifecycle.request_delete(_vm(WEB1), actor("alice"), disks=["vdb", "vda"], force_off=True)
+    )
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert not {f"{IMAGES}/web1.qcow2", f"{IMAGES}/web1-data.img"} & _pool_paths(node)
 
@@ -218,13 +220,13 @@ def test_delete_a_volume_disk_by_pool_and_name(node: Node) -> None:
 )
 def test_delete_accepts_only_the_vms_own_disk_targets(node: Node, disk: str) -> None:
     with pytest.raises(ValidationError, match="is not a deletable disk of web1"):
-        lifecycle.request_delete(_vm(WEB1), "alice", disks=[disk], force_off=True)
+        lifecycle.request_delete(_vm(WEB1), actor("alice"), disks=[disk], force_off=True)
     assert not Job.objects.exists()
 
 
 def test_delete_refuses_a_disk_changed_since_the_request(node: Node) -> None:
     vm = _vm(DB1)
-    job = lifecycle.request_delete(vm, "alice", disks=["vda"])
+    job = lifecycle.request_delete(vm, actor("alice"), disks=["vda"])
     Job.objects.filter(pk=job.pk).update(
         params={"force_off": False, "disks": [{"target": "vda", "path": f"{IMAGES}/x.qcow2"}]}
     )
@@ -235,21 +237,21 @@ def test_delete_refuses_a_disk_changed_since_the_request(node: Node) -> None:
 
 
 def test_delete_refuses_a_disk_outside_every_pool_before_changing_anything(node: Node) -> None:
-    job = _run(lifecycle.request_delete(_vm(STRAY), "alice", disks=["vda"]))
+    job = _run(lifecycle.request_delete(_vm(STRAY), actor("alice"), disks=["vda"]))
     assert job.status == JobStatus.FAILED
     assert "not a volume of any storage pool" in job.error
     assert _live_state(node, STRAY) == VMState.SHUTOFF  # not undefined
 
 
 def test_delete_refuses_a_disk_another_vm_uses(node: Node) -> None:
-    job = _run(lifecycle.request_delete(_vm(SHARE1), "alice", disks=["vda"]))
+    job = _run(lifecycle.request_delete(_vm(SHARE1), actor("alice"), disks=["vda"]))
     assert job.status == JobStatus.FAILED
     assert f"{IMAGES}/shared.qcow2 is used by share2" in job.error
     assert _live_state(node, SHARE1) == VMState.SHUTOFF
 
 
 def test_delete_job_refuses_a_vm_that_started_meanwhile(node: Node) -> None:
-    job = lifecycle.request_delete(_vm(DB1), "alice")
+    job = lifecycle.request_delete(_vm(DB1), actor("alice"))
     hv.start_domain(node.uri, DB1, "db1")
     job = _run(job)
     assert job.status == JobStatus.FAILED and "db1 is running" in job.error
@@ -284,5 +286,5 @@ def test_allowed_actions_follow_the_stored_state(node: Node) -> None:
 def test_shutdown_of_a_paused_vm_is_refused(node: Node) -> None:
     VirtualMachine.objects.filter(uuid=WEB1).update(state=VMState.PAUSED)
     with pytest.raises(ValidationError, match="cannot react to the ACPI power button"):
-        lifecycle.request_shutdown(_vm(WEB1), "alice")
-    assert lifecycle.request_force_off(_vm(WEB1), "alice").kind == JobKind.FORCE_OFF
+        lifecycle.request_shutdown(_vm(WEB1), actor("alice"))
+    assert lifecycle.request_force_off(_vm(WEB1), actor("alice")).kind == JobKind.FORCE_OFF

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
 from nodes.services.trust import display_peer_uri, peer_uri
-from tests.factories import make_node, make_vm
+from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus, VMState
 from vms.services.jobs import JobConflict
 from vms.services.migration import MigrationOptions, parse_options, request_migration
@@ -66,35 +66,35 @@ def test_requests_refused_before_a_job_exists() -> None:
     source, dest = _online("n1"), _online("n2", "localhost")
     vm = make_vm(source, name="web")
     with pytest.raises(ValidationError, match="already on n1"):
-        request_migration(vm, source, MigrationOptions(), "t")
+        request_migration(vm, source, MigrationOptions(), actor("t"))
     with pytest.raises(ValidationError, match="Unknown destination"):
-        request_migration(vm, None, MigrationOptions(), "t")
+        request_migration(vm, None, MigrationOptions(), actor("t"))
     offline = make_node(name="n3", uri="qemu+ssh://root@127.0.0.1:2222/system")
     with pytest.raises(ValidationError, match="n3 is offline"):
-        request_migration(vm, offline, MigrationOptions(), "t")
+        request_migration(vm, offline, MigrationOptions(), actor("t"))
     disabled = _online("n4", "127.0.0.1:2223", enabled=False)
     with pytest.raises(ValidationError, match="n4 is disabled"):
-        request_migration(vm, disabled, MigrationOptions(), "t")
+        request_migration(vm, disabled, MigrationOptions(), actor("t"))
     local = make_node(name="n5", uri="test:///default", last_seen=timezone.now())
     with pytest.raises(ValidationError, match="not a qemu\\+ssh node"):
-        request_migration(vm, local, MigrationOptions(), "t")
+        request_migration(vm, local, MigrationOptions(), actor("t"))
     crashed = make_vm(source, name="bad", state=VMState.CRASHED)
     with pytest.raises(ValidationError, match="cannot migrate now"):
-        request_migration(crashed, dest, MigrationOptions(), "t")
+        request_migration(crashed, dest, MigrationOptions(), actor("t"))
 
 
 @pytest.mark.django_db
 def test_a_vm_in_another_job_cannot_migrate() -> None:
     source, dest = _online("n1"), _online("n2", "localhost")
     vm = make_vm(source, name="web")
-    job = request_migration(vm, dest, MigrationOptions(), "alice")
+    job = request_migration(vm, dest, MigrationOptions(), actor("alice"))
     assert (job.kind, job.status, job.params["destination"]) == (
         JobKind.MIGRATE,
         JobStatus.QUEUED,
         "n2",
     )
     with pytest.raises(JobConflict, match="already has an active job"):
-        request_migration(vm, dest, MigrationOptions(), "bob")
+        request_migration(vm, dest, MigrationOptions(), actor("bob"))
 
 
 @pytest.mark.django_db

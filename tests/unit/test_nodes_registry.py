@@ -7,12 +7,12 @@ from django.core.management.base import CommandError
 
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import make_node, make_vm
+from tests.factories import actor, make_node, make_vm
 
 
 @pytest.mark.django_db
 def test_add_node_saves_and_derives_migration_address() -> None:
-    node = registry.add_node(name="n1", uri="qemu+ssh://root@127.0.0.1:2222/system")
+    node = registry.add_node(actor=actor(), name="n1", uri="qemu+ssh://root@127.0.0.1:2222/system")
     assert node.effective_migration_address == "127.0.0.1"
     node.migration_address = "100.64.0.2"
     assert node.effective_migration_address == "100.64.0.2"
@@ -31,18 +31,18 @@ def test_add_node_saves_and_derives_migration_address() -> None:
 )
 def test_bad_input_saves_nothing(name: str, uri: str) -> None:
     with pytest.raises(ValidationError):
-        registry.add_node(name=name, uri=uri)
+        registry.add_node(actor=actor(), name=name, uri=uri)
     assert Node.objects.count() == 0
 
 
 @pytest.mark.django_db
 def test_duplicate_name_and_uri_are_refused() -> None:
-    registry.add_node(name="n1", uri="test:///default")
+    registry.add_node(actor=actor(), name="n1", uri="test:///default")
     with pytest.raises(ValidationError) as info:
-        registry.add_node(name="n1", uri="test:///other/node.xml")
+        registry.add_node(actor=actor(), name="n1", uri="test:///other/node.xml")
     assert "name" in info.value.message_dict
     with pytest.raises(ValidationError) as info:
-        registry.add_node(name="n2", uri="test:///default")
+        registry.add_node(actor=actor(), name="n2", uri="test:///default")
     assert "uri" in info.value.message_dict
     assert Node.objects.count() == 1
 
@@ -51,7 +51,7 @@ def test_duplicate_name_and_uri_are_refused() -> None:
 def test_update_with_bad_uri_changes_nothing() -> None:
     node = make_node(name="n1", uri="test:///default")
     with pytest.raises(ValidationError):
-        registry.update_node(node, uri="qemu+ssh://root@a b/system")
+        registry.update_node(node, actor(), uri="qemu+ssh://root@a b/system")
     node.refresh_from_db()
     assert node.uri == "test:///default"
 
@@ -61,7 +61,7 @@ def test_remove_node_drops_its_inventory() -> None:
     node = make_node()
     make_vm(node)
     make_vm(node)
-    assert registry.remove_node(node) == 2
+    assert registry.remove_node(node, actor()) == 2
     assert not Node.objects.exists()
 
 

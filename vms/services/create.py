@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from kvmmgr import audit
+from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, probe_host, virtinstall
 from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
@@ -337,19 +339,28 @@ def _check_vnc_port(errors: _Errors, node: Node, value: Any) -> int | None:
     return port
 
 
-def submit_create(req: CreateRequest, *, requested_by: str) -> Job:
+def submit_create(req: CreateRequest, *, actor: Actor) -> Job:
     """Validate and queue a create job. Raises ``ValidationError``; nothing saved then."""
-    params = validate(req)
-    try:
-        return submit(
-            JobKind.CREATE,
-            target_name=params["name"],
-            requested_by=requested_by,
-            node=req.node,
-            params=params,
-        )
-    except JobConflict as exc:
-        raise ValidationError({"name": [str(exc)]}, code="job_conflict") from exc
+    with audit.action(
+        actor,
+        Permission.VM_CREATE,
+        "vm.create",
+        target=str(req.name),
+        params={"node": req.node.name},
+    ) as done:
+        params = validate(req)
+        done.params.update(params)
+        try:
+            done.job = submit(
+                JobKind.CREATE,
+                target_name=params["name"],
+                requested_by=actor.name,
+                node=req.node,
+                params=params,
+            )
+        except JobConflict as exc:
+            raise ValidationError({"name": [str(exc)]}, code="job_conflict") from exc
+        return done.job
 
 
 # --- the job handler (runs in a worker) ---------------------------------------------

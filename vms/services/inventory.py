@@ -14,6 +14,7 @@ from nodes.hypervisor import DomainInfo, HypervisorError, collect_facts, list_do
 from nodes.models import Node
 from vms.choices import VMState
 from vms.models import VirtualMachine
+from vpn.services import unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ def refresh_node(node: Node) -> RefreshResult:
         if _facts_due(node, attempted):
             facts = collect_facts(node.uri)
     except HypervisorError as exc:
-        Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=exc.message)
-        log.warning("inventory of %s failed: %s", node.name, exc.message)
-        return RefreshResult(node=node.name, ok=False, error=exc.message)
+        # A node reached through a VPN tunnel is reported as "VPN down" (issue 5).
+        message = unreachable_reason(node, exc.message)
+        Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=message)
+        log.warning("inventory of %s failed: %s", node.name, message)
+        return RefreshResult(node=node.name, ok=False, error=message)
     with transaction.atomic():
         counts = apply_inventory(node, domains, observed_at=timezone.now())
         seen: dict[str, object] = {"last_seen": timezone.now(), "last_error": ""}

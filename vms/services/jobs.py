@@ -31,6 +31,8 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from kvmmgr import audit
+from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError
 from nodes.models import Node
 from vms.choices import JobKind, JobStatus
@@ -232,16 +234,23 @@ def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) ->
     return JobStatus.SUCCEEDED
 
 
-def request_abort(job: Job) -> bool:
+def request_abort(job: Job, actor: Actor) -> bool:
     """Ask a job to stop; a queued job is aborted at once. Returns whether anything changed."""
-    now = timezone.now()
-    if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.ABORTED, finished_at=now, error="aborted before it started"
-    ):
-        return True
-    return bool(
-        Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(abort_requested=True)
-    )
+    with audit.action(
+        actor, Permission.JOB_ABORT, "job.abort", target=f"job #{job.pk} {job.target_name}"
+    ) as done:
+        done.job = job
+        now = timezone.now()
+        if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+            status=JobStatus.ABORTED, finished_at=now, error="aborted before it started"
+        ):
+            done.detail = "aborted before it started"
+            return True
+        changed = bool(
+            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(abort_requested=True)
+        )
+        done.detail = "abort requested" if changed else f"nothing to abort ({job.status})"
+        return changed
 
 
 def reap_stale_jobs() -> list[int]:
@@ -277,5 +286,5 @@ def reap_stale_jobs() -> list[int]:
 
                 node = Node.objects.filter(pk=node_id).first()
                 if node is not None:
-                    request_refresh([node])
+                    request_refresh([node], actor=Actor.system("reaper"))
     return reaped

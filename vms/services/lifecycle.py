@@ -11,10 +11,13 @@ from __future__ import annotations
 import shlex
 import uuid as uuidlib
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from kvmmgr import audit
+from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, volumes_delete
 from nodes.hypervisor import lifecycle as hv
 from nodes.hypervisor.xml import DiskDevice
@@ -109,15 +112,33 @@ def _check_present_and_node(vm: VirtualMachine, what: str) -> None:
         )
 
 
-def _submit(kind: str, vm: VirtualMachine, user: str, params: dict[str, Any]) -> Job:
-    return submit(kind, vm=vm, target_name=vm.name, requested_by=user, params=params)
+def _submit(
+    kind: str, vm: VirtualMachine, actor: Actor, params: dict[str, Any], done: audit.Outcome
+) -> Job:
+    done.job = submit(kind, vm=vm, target_name=vm.name, requested_by=actor.name, params=params)
+    done.params.update(params)
+    return done.job
 
 
-def request_start(vm: VirtualMachine, user: str) -> Job:
-    _check_present_and_node(vm, "start")
-    if vm.is_active:
-        raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
-    return _submit(JobKind.START, vm, user, {})
+def _audited(
+    actor: Actor, permission: Permission, what: str, vm: VirtualMachine
+) -> AbstractContextManager[audit.Outcome]:
+    """Role check + audit row for an action on ``vm`` (a context manager)."""
+    return audit.action(
+        actor,
+        permission,
+        what,
+        target=vm.name,
+        params={"node": vm.node.name, "uuid": str(vm.uuid)},
+    )
+
+
+def request_start(vm: VirtualMachine, actor: Actor) -> Job:
+    with _audited(actor, Permission.VM_POWER, "vm.start", vm) as done:
+        _check_present_and_node(vm, "start")
+        if vm.is_active:
+            raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
+        return _submit(JobKind.START, vm, actor, {}, done)
 
 
 def clean_timeout(value: object) -> int:
@@ -136,47 +157,59 @@ def clean_timeout(value: object) -> int:
 
 
 def request_shutdown(
-    vm: VirtualMachine, user: str, *, timeout: object = DEFAULT_SHUTDOWN_TIMEOUT
+    vm: VirtualMachine, actor: Actor, *, timeout: object = DEFAULT_SHUTDOWN_TIMEOUT
 ) -> Job:
-    seconds = clean_timeout(timeout)
-    _check_present_and_node(vm, "shut down")
-    if not vm.is_active:
-        raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
-    if vm.state in (VMState.PAUSED, VMState.SUSPENDED):
-        # libvirt refuses ACPI for a guest that is not executing.
-        raise ValidationError(
-            f"Cannot shut down {vm.name}: it is {vm.get_state_display()} and cannot react to "
-            "the ACPI power button. Resume it first, or force it off.",
-            code="state",
-        )
-    return _submit(JobKind.SHUTDOWN, vm, user, {"timeout": seconds})
+    with _audited(actor, Permission.VM_POWER, "vm.shutdown", vm) as done:
+        done.params["timeout"] = str(timeout)
+        seconds = clean_timeout(timeout)
+        _check_present_and_node(vm, "shut down")
+        if not vm.is_active:
+            raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
+        if vm.state in (VMState.PAUSED, VMState.SUSPENDED):
+            # libvirt refuses ACPI for a guest that is not executing.
+            raise ValidationError(
+                f"Cannot shut down {vm.name}: it is {vm.get_state_display()} and cannot react "
+                "to the ACPI power button. Resume it first, or force it off.",
+                code="state",
+            )
+        return _submit(JobKind.SHUTDOWN, vm, actor, {"timeout": seconds}, done)
 
 
-def request_force_off(vm: VirtualMachine, user: str) -> Job:
-    _check_present_and_node(vm, "force off")
-    if not vm.is_active:
-        raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
-    return _submit(JobKind.FORCE_OFF, vm, user, {})
+def request_force_off(vm: VirtualMachine, actor: Actor) -> Job:
+    with _audited(actor, Permission.VM_POWER, "vm.force_off", vm) as done:
+        _check_present_and_node(vm, "force off")
+        if not vm.is_active:
+            raise ValidationError(f"{vm.name} is already {vm.get_state_display()}.", code="state")
+        return _submit(JobKind.FORCE_OFF, vm, actor, {}, done)
 
 
-def request_reboot(vm: VirtualMachine, user: str) -> Job:
-    _check_present_and_node(vm, "reboot")
-    if vm.state != VMState.RUNNING:
-        raise ValidationError(
-            f"Cannot reboot {vm.name}: it is {vm.get_state_display()}, not running.",
-            code="state",
-        )
-    return _submit(JobKind.REBOOT, vm, user, {})
+def request_reboot(vm: VirtualMachine, actor: Actor) -> Job:
+    with _audited(actor, Permission.VM_POWER, "vm.reboot", vm) as done:
+        _check_present_and_node(vm, "reboot")
+        if vm.state != VMState.RUNNING:
+            raise ValidationError(
+                f"Cannot reboot {vm.name}: it is {vm.get_state_display()}, not running.",
+                code="state",
+            )
+        return _submit(JobKind.REBOOT, vm, actor, {}, done)
 
 
 def request_delete(
     vm: VirtualMachine,
-    user: str,
+    actor: Actor,
     *,
     disks: Iterable[str] = (),
     force_off: bool = False,
 ) -> Job:
-    """Queue a delete; ``disks`` are target names (``vda``) listed as deletable for this VM.
+    """Queue a delete; ``disks`` are target names (``vda``) listed as deletable for this VM."""
+    disks = list(disks)
+    with _audited(actor, Permission.VM_DELETE, "vm.delete", vm) as done:
+        done.params.update(disks=disks, force_off=bool(force_off))
+        return _submit(JobKind.DELETE, vm, actor, _delete_params(vm, disks, force_off), done)
+
+
+def _delete_params(vm: VirtualMachine, disks: Iterable[str], force_off: bool) -> dict[str, Any]:
+    """The delete job's parameters, from the disks the VM's summary lists as its own.
 
     Anything else (a path, another VM's disk, a CD-ROM) is refused, so a crafted
     request cannot make the job delete an arbitrary volume.
@@ -210,7 +243,7 @@ def request_delete(
             for t in chosen
         ],
     }
-    return _submit(JobKind.DELETE, vm, user, params)
+    return params
 
 
 # -- handlers (run by vms.services.jobs.execute in a worker) ---------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from nodes.models import Node
@@ -50,3 +51,20 @@ def inventory_by_node() -> list[NodeInventory]:
         vm.node = group.node  # avoid one query per VM when building VNC links
         (group.running if vm.is_active else group.stopped).append(vm)
     return list(groups.values())
+
+
+def inventory_version(groups: list[NodeInventory]) -> str:
+    """A short digest of what the list shows (VMs, states, nodes' status).
+
+    The page polls it and re-renders only when it changes; observation times are
+    left out so a refresh that found nothing new does not redraw the page. Built
+    from the groups already loaded: no extra query.
+    """
+    digest = hashlib.sha256()
+    for group in groups:
+        node = group.node
+        digest.update(repr((node.pk, node.name, node.status_label, node.last_error)).encode())
+        for vm in (*group.running, *group.stopped):
+            row = (vm.uuid, vm.name, vm.state, vm.vcpus, vm.memory_mib, vm.vnc_port)
+            digest.update(repr(row).encode())
+    return digest.hexdigest()[:16]

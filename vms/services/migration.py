@@ -10,12 +10,16 @@ itself transactional (the source keeps running until the destination has it).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from kvmmgr import audit
+from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import migration_prep as prep
@@ -146,21 +150,27 @@ def validate_request(vm: VirtualMachine, dest: Node | None) -> None:
 
 
 def request_migration(
-    vm: VirtualMachine, dest: Node | None, options: MigrationOptions, requested_by: str
+    vm: VirtualMachine, dest: Node | None, options: MigrationOptions, actor: Actor
 ) -> Job:
-    """Check what the database can tell, then queue the migration job."""
-    # Judge by the rows as they are now, not by objects a caller loaded earlier.
-    vm = VirtualMachine.objects.select_related("node").get(pk=vm.pk)
-    dest = Node.objects.filter(pk=dest.pk).first() if dest is not None else None
-    validate_request(vm, dest)
-    assert dest is not None
-    return submit(
-        JobKind.MIGRATE,
-        vm=vm,
-        target_name=vm.name,
-        requested_by=requested_by,
-        params={"destination_id": dest.pk, "destination": dest.name, **asdict(options)},
-    )
+    """Check the role and what the database can tell, then queue the migration job."""
+    params = {"source": vm.node.name, "destination": dest.name if dest else None}
+    with audit.action(
+        actor, Permission.VM_MIGRATE, "vm.migrate", target=vm.name, params=params
+    ) as done:
+        # Judge by the rows as they are now, not by objects a caller loaded earlier.
+        vm = VirtualMachine.objects.select_related("node").get(pk=vm.pk)
+        dest = Node.objects.filter(pk=dest.pk).first() if dest is not None else None
+        validate_request(vm, dest)
+        assert dest is not None
+        done.params.update(asdict(options))
+        done.job = submit(
+            JobKind.MIGRATE,
+            vm=vm,
+            target_name=vm.name,
+            requested_by=actor.name,
+            params={"destination_id": dest.pk, "destination": dest.name, **asdict(options)},
+        )
+        return done.job
 
 
 # --- the job -----------------------------------------------------------------
@@ -214,25 +224,29 @@ def _prechecks(
         )
     ok, detail = prep.cpu_compatible(dest.uri, prep.domain_xml(source.uri, str(vm.uuid)))
     _check(ctx, "CPU compatibility", ok, detail)
-    for line in trust.establish([source, dest]):
+    check, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
+    for line in installed:
         ctx.log(f"trust: {line}")
-    hostname = trust.verify(source, dest)
-    _check(ctx, "source reaches destination libvirt", True, f"{dest.name} answers as {hostname}")
+    _check(
+        ctx,
+        "source reaches destination libvirt",
+        True,
+        f"{dest.name} answers as {check.hostname}",
+    )
     if live:
         address = dest.effective_migration_address
-        reachable = trust.probe_port(source, address, MIGRATION_PORT)
         _check(
             ctx,
             "migration ports",
-            reachable,
-            f"{source.name} {'reaches' if reachable else 'gets no answer from'} "
+            bool(check.port_answers),
+            f"{source.name} {'reaches' if check.port_answers else 'gets no answer from'} "
             f"{address}:{MIGRATION_PORT} (49152-49215 must be open)",
         )
     ctx.check_abort()
     return plans
 
 
-def _create_volumes(ctx: JobContext, dest: Node, plans: list[prep.DestinationVolume]) -> None:
+def create_volumes(ctx: JobContext, dest: Node, plans: list[prep.DestinationVolume]) -> None:
     for plan in plans:
         volume = hv_storage.create_volume(
             dest.uri, plan.pool, plan.name, plan.disk.capacity_bytes, plan.disk.format
@@ -311,10 +325,10 @@ def run_migrate(ctx: JobContext) -> None:
     options = _options_from(job.params)
     live = vm.state != VMState.SHUTOFF
     if not live:
-        raise HypervisorError(
-            f"{vm.name} is shut off: cold migration is not supported yet; start it and "
-            "migrate live, or copy its disks by hand"
-        )
+        from vms.services.cold_migration import run_cold
+
+        run_cold(ctx, vm, source, dest, options)
+        return
     request = hv.MigrationRequest(
         domain_uuid=str(vm.uuid),
         domain_name=vm.name,
@@ -340,15 +354,42 @@ def run_migrate(ctx: JobContext) -> None:
         timeout_policy=TimeoutPolicy(options.timeout_policy),
         postcopy_allowed=options.postcopy,
     )
+    started = time.monotonic()
     try:
         ctx.progress(3, phase="preparing destination volumes")
-        _create_volumes(ctx, dest, plans)
+        create_volumes(ctx, dest, plans)
         ctx.progress(5, phase="starting migration")
-        outcome = hv.run_migration(request, _poller(ctx, policy))
+        outcome = hv.run_migration(
+            request,
+            _poller(ctx, policy),
+            abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
+        )
+    except HypervisorError as exc:
+        if not _moved_anyway(vm, source, dest):
+            _after_failure(ctx, vm, source, dest)
+            raise
+        # libvirt reported an error at the very end, but the VM did move: say so
+        # and finish the job as the success it is (disks, inventory, figures).
+        ctx.log(
+            f"libvirt reported: {exc.message}; but {vm.name} runs on {dest.name} and is gone "
+            f"from {source.name}: the migration completed"
+        )
+        outcome = hv.MigrationOutcome(None, time.monotonic() - started, [])
     except BaseException:
         _after_failure(ctx, vm, source, dest)
         raise
     _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
+
+
+def _moved_anyway(vm: VirtualMachine, source: Node, dest: Node) -> bool:
+    """True when the VM is running on the destination and gone from the source."""
+    try:
+        uuid = str(vm.uuid)
+        return prep.domain_is_active(source.uri, uuid) is None and bool(
+            prep.domain_is_active(dest.uri, uuid)
+        )
+    except HypervisorError:
+        return False
 
 
 def _after_failure(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node) -> None:

@@ -5,6 +5,7 @@ from argparse import ArgumentParser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
+from kvmmgr.cli import acting
 from nodes.management.commands._output import validation_error_to_command_error
 from nodes.models import VirtType
 from nodes.services import registry
@@ -31,13 +32,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **opts: object) -> None:
         try:
-            node = registry.add_node(
-                name=str(opts["name"]),
-                uri=str(opts["uri"]),
-                migration_address=str(opts["migration_address"]),
-                enabled=not opts["disabled"],
-                virt_type=str(opts["virt_type"]),
-            )
+            with acting() as actor:
+                node = registry.add_node(
+                    actor=actor,
+                    name=str(opts["name"]),
+                    uri=str(opts["uri"]),
+                    migration_address=str(opts["migration_address"]),
+                    enabled=not opts["disabled"],
+                    virt_type=str(opts["virt_type"]),
+                )
         except ValidationError as exc:
             raise validation_error_to_command_error(exc) from exc
         self.stdout.write(self.style.SUCCESS(f"added node {node.name} ({node.uri})"))

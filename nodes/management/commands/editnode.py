@@ -5,6 +5,7 @@ from argparse import ArgumentParser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.cli import acting
 from nodes.management.commands._output import validation_error_to_command_error
 from nodes.models import Node, VirtType
 from nodes.services import registry
@@ -46,7 +47,8 @@ class Command(BaseCommand):
                 "--virt-type, --enable or --disable"
             )
         try:
-            registry.update_node(node, **changes)
+            with acting() as actor:
+                registry.update_node(node, actor, **changes)
         except ValidationError as exc:
             raise validation_error_to_command_error(exc) from exc
         self.stdout.write(self.style.SUCCESS(f"saved node {node.name}"))

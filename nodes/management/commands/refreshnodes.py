@@ -4,6 +4,8 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.access import Permission, require
+from kvmmgr.cli import acting
 from nodes.models import Node
 from nodes.services import registry
 from vms.services import inventory
@@ -24,8 +26,12 @@ class Command(BaseCommand):
         missing = set(names) - {n.name for n in nodes}
         if missing:
             raise CommandError(f"no node named {', '.join(sorted(missing))}")
+        with acting() as actor:
+            if not opts["now"]:
+                registry.request_refresh(nodes, actor=actor)
+            else:
+                require(actor, Permission.NODE_REFRESH, action="node.refresh")
         if not opts["now"]:
-            registry.request_refresh(nodes)
             self.stdout.write(f"queued a refresh of {len(nodes)} node(s)")
             return
         failed = 0

@@ -4,6 +4,7 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.cli import acting
 from nodes.models import Node
 from nodes.services import registry
 
@@ -23,7 +24,8 @@ class Command(BaseCommand):
             answer = input(f"Remove node {node.name} and its inventory? [y/N] ")
             if answer.strip().lower() not in {"y", "yes"}:
                 raise CommandError("not removed")
-        removed = registry.remove_node(node)
+        with acting() as actor:
+            removed = registry.remove_node(node, actor)
         self.stdout.write(
             self.style.SUCCESS(f"removed node {opts['name']} ({removed} inventory rows)")
         )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
+from kvmmgr.cli import acting
 from nodes.hypervisor import HypervisorError, probe_host
 from nodes.models import Node
 from nodes.services import registry
@@ -27,5 +28,6 @@ class Command(BaseCommand):
         except HypervisorError as exc:
             self.stdout.write(f"qemu:///system not usable ({exc.message}); using the test driver")
             name, uri = "demo", TEST_URI
-        node = registry.add_node(name=name, uri=uri)
+        with acting() as actor:
+            node = registry.add_node(actor=actor, name=name, uri=uri)
         self.stdout.write(self.style.SUCCESS(f"registered demo node {node.name} ({node.uri})"))

@@ -6,7 +6,6 @@ unless the job succeeds) and ``--json`` (machine-readable output for scripts).
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import time
@@ -24,14 +23,6 @@ POLL_SECONDS = 0.5
 def add_job_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-
-
-def cli_user() -> str:
-    """Who asked, for the job row: the Unix account running manage.py."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except OSError:
-        return "cli"
 
 
 def job_as_dict(job: Job) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from vms.management.commands._jobcli import add_job_arguments, cli_user, finish
+from kvmmgr.access import Actor
+from kvmmgr.cli import acting
+from vms.management.commands._jobcli import add_job_arguments, finish
 from vms.models import Job, VirtualMachine
 from vms.services.jobs import JobConflict
 from vms.services.lifecycle import find_vm
@@ -22,12 +24,13 @@ def add_vm_arguments(parser: ArgumentParser) -> None:
 
 
 def submit_for_vm(
-    opts: dict[str, Any], request: Callable[[VirtualMachine, str], Job], stdout: Any
+    opts: dict[str, Any], request: Callable[[VirtualMachine, Actor], Job], stdout: Any
 ) -> None:
     """Find the VM, submit through ``request(vm, user)`` and report like every job command."""
     try:
         vm = find_vm(opts["vm"], node=opts.get("node"))
-        job = request(vm, cli_user())
+        with acting() as actor:
+            job = request(vm, actor)
     except ValidationError as exc:
         raise CommandError(" ".join(exc.messages)) from exc
     except JobConflict as exc:

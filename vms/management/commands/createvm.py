@@ -6,9 +6,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.cli import acting
 from nodes.models import Node
 from vms.flavors import FLAVORS
-from vms.management.commands._jobcli import add_job_arguments, cli_user, finish
+from vms.management.commands._jobcli import add_job_arguments, finish
 from vms.services.create import DISK_FORMATS, CreateRequest, submit_create
 
 
@@ -63,7 +64,8 @@ class Command(BaseCommand):
             flavor=opts["flavor"],
         )
         try:
-            job = submit_create(request, requested_by=cli_user())
+            with acting() as actor:
+                job = submit_create(request, actor=actor)
         except ValidationError as exc:
             lines = [
                 f"{field}: {message}" if field != "__all__" else message

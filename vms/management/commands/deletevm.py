@@ -4,6 +4,7 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand
 
+from kvmmgr.access import Actor
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
 from vms.services import lifecycle
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: object, **opts: object) -> None:
-        def request(vm: VirtualMachine, user: str) -> Job:
+        def request(vm: VirtualMachine, user: Actor) -> Job:
             disks = list(opts["disk"])
             if opts["delete_disks"]:
                 disks += [d["target"] for d in lifecycle.deletable_disks(vm)]

@@ -5,6 +5,7 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.cli import acting
 from vms.choices import JobStatus
 from vms.management.commands._jobcli import follow, job_as_dict
 from vms.models import Job
@@ -25,7 +26,9 @@ class Command(BaseCommand):
         if job is None:
             raise CommandError(f"no job {opts['id']}")
         if opts["abort"]:
-            if not request_abort(job):
+            with acting() as actor:
+                aborted = request_abort(job, actor)
+            if not aborted:
                 raise CommandError(f"job {job.pk} is {job.status}: nothing to abort")
             self.stdout.write(f"abort requested for job {job.pk}")
         if opts["follow"]:

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.access import Actor
 from nodes.models import Node
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
@@ -62,7 +63,7 @@ class Command(BaseCommand):
             lines = [m for ms in exc.message_dict.values() for m in ms]
             raise CommandError("; ".join(lines)) from exc
 
-        def request(vm: VirtualMachine, user: str) -> Job:
+        def request(vm: VirtualMachine, user: Actor) -> Job:
             return request_migration(vm, dest, options, user)
 
         submit_for_vm(opts, request, self.stdout)

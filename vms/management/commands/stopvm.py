@@ -4,6 +4,7 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr.access import Actor
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
 from vms.services import lifecycle
@@ -37,7 +38,7 @@ class Command(BaseCommand):
                 f"{lifecycle.MAX_SHUTDOWN_TIMEOUT} seconds."
             )
 
-        def request(vm: VirtualMachine, user: str) -> Job:
+        def request(vm: VirtualMachine, user: Actor) -> Job:
             return lifecycle.request_shutdown(vm, user, timeout=opts["timeout"])
 
         submit_for_vm(opts, request, self.stdout)

@@ -1,0 +1,133 @@
+"""Real OpenVPN between a node on the lab bridge and a node behind NAT, through the product.
+
+Topology: tests/lab/nat.py. The tunnel is brought up with ``vpn.services.up``
+exactly as ``manage.py vpn up`` does, status is read from OpenVPN's management
+interface, and the migration runs through the product's migration job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodes.models import Node
+from tests.factories import actor
+from tests.integration.test_migration_real import _alive_counts, _wait_alive_after
+from tests.lab import nat
+from tests.lab.lab import Lab
+from tests.lab.node import LabNode, tcp_open
+from vms.choices import JobStatus
+from vms.models import Job, VirtualMachine
+from vms.services import inventory, jobs
+from vms.services.migration import parse_options, request_migration
+from vpn import services
+from vpn.choices import VpnState
+from vpn.models import TunnelMember
+
+
+@pytest.fixture(scope="session")
+def nat_nodes(lab: Lab) -> tuple[LabNode, LabNode]:
+    """``vpn1`` on the lab bridge, ``nat2`` behind the masquerading router."""
+    return nat.add_public_node(lab, "vpn1"), nat.add_nat_node(lab, "nat2")
+
+
+@pytest.fixture
+def vpn_dir(tmp_path: Path, settings: object) -> Iterator[Path]:
+    settings.KVMMGR_VPN_DIR = tmp_path / "vpn"  # type: ignore[attr-defined]
+    yield tmp_path / "vpn"
+
+
+def _node(lab_node: LabNode, **fields: object) -> Node:
+    return Node.objects.create(name=lab_node.name, uri=lab_node.uri, virt_type="qemu", **fields)
+
+
+def _can_connect(source: LabNode, address: str, port: int = 22) -> bool:
+    script = f"exec 3<>/dev/tcp/{address}/{port}"
+    return nat.netns_run(source, "timeout", "3", "bash", "-c", script) == 0
+
+
+def _migrate(vm: VirtualMachine, dest: Node) -> tuple[Job, float]:
+    job = request_migration(vm, dest, parse_options({}), actor())
+    started = time.monotonic()
+    jobs.execute(job.pk)
+    job.refresh_from_db()
+    return job, time.monotonic() - started
+
+
+@pytest.mark.django_db
+def test_tunnel_through_nat_then_live_migration_both_ways(
+    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+) -> None:
+    vpn1, nat2 = nat_nodes
+    server, client = _node(vpn1), _node(nat2)
+    # Without the tunnel node1 cannot open a connection to the NATed node.
+    assert not _can_connect(vpn1, nat2.address)
+    assert _can_connect(nat2, vpn1.address)  # outbound through the NAT works
+
+    tunnel = services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
+    services.add_client(tunnel, client)
+    lines = services.up(client)
+    assert any("connected, tunnel address 100.64.0.2" in line for line in lines), lines
+    nat.route_tunnel_via(vpn1, tunnel.device)
+
+    assert _can_connect(vpn1, "100.64.0.2")
+    assert tcp_open("100.64.0.2", 22, 3.0)  # the manager, through the server
+    server.refresh_from_db()
+    client.refresh_from_db()
+    assert (server.migration_address, client.migration_address) == ("100.64.0.1", "100.64.0.2")
+    srv = services.refresh_status(TunnelMember.objects.get(node=server))
+    assert srv.state == VpnState.UP, srv.state_reason
+    assert [p["name"] for p in srv.peers] == ["nat2"]
+    assert srv.peers[0]["real_address"].startswith(nat.ROUTER_OUTSIDE)  # seen through the NAT
+    assert srv.peers[0]["tunnel_address"] == "100.64.0.2"
+    cli = services.refresh_status(TunnelMember.objects.get(node=client))
+    assert cli.state == VpnState.UP and cli.peers[0]["name"] == "vpn1"
+
+    # Live migration with copy-storage from the NATed node to vpn1 and back, over the tunnel.
+    name = f"vmig{int(time.time() * 1000) % 100000}"
+    guest, _ = lab.boot_guest(nat2, name, timeout=90, disk_mib=64, cmdline_extra="dirty=4")
+    assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
+    vm = VirtualMachine.objects.get(uuid=guest.uuid)
+    before = max(_alive_counts(guest.serial_log), default=0)
+    job, there = _migrate(vm, server)
+    assert job.status == JobStatus.SUCCEEDED, job.log
+    assert "--migrateuri tcp://100.64.0.1" in job.command, job.command
+    assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
+    assert nat2.virsh("domstate", name).returncode != 0
+    dest_log = vpn1.host_path(f"/var/log/libvirt/qemu/{name}-serial.log")
+    assert _wait_alive_after(dest_log, before) > before
+    vm.refresh_from_db()
+    back, back_s = _migrate(vm, client)
+    assert back.status == JobStatus.SUCCEEDED, back.log
+    assert "--migrateuri tcp://100.64.0.2" in back.command
+    assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
+    print(
+        f"VPN-MIGRATION there={there:.1f}s back={back_s:.1f}s "
+        f"downtime_ms={job.progress_detail.get('downtime_ms')}/"
+        f"{back.progress_detail.get('downtime_ms')}"
+    )
+    nat2.virsh("destroy", name)
+    nat2.virsh("undefine", name, "--remove-all-storage")
+
+    # Managed through the tunnel only: tunnel down -> offline "VPN down"; up -> back by itself.
+    Node.objects.filter(pk=client.pk).update(uri="qemu+ssh://root@100.64.0.2/system")
+    TunnelMember.objects.filter(node=client).update(control_uri=nat2.uri)
+    client.refresh_from_db()
+    assert inventory.refresh_node(client).ok
+    services.stop(client)
+    result = inventory.refresh_node(client)
+    client.refresh_from_db()
+    assert not result.ok and client.status_label == "offline"
+    assert client.last_error.startswith("VPN down: nat2 is reached through tunnel t1")
+    services.start(client)
+    deadline = time.monotonic() + 30
+    while not inventory.refresh_node(client).ok:
+        assert time.monotonic() < deadline, "node did not come back through the tunnel"
+        time.sleep(1)
+    client.refresh_from_db()
+    assert client.status_label == "online"
+    services.stop(client)
+    services.stop(server)

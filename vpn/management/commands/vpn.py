@@ -1,0 +1,96 @@
+"""``manage.py vpn``: create tunnels, add nodes, bring tunnels up/down, show status."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from nodes.hypervisor.errors import HypervisorError
+from vpn import services
+from vpn.models import Tunnel, TunnelMember
+
+
+class Command(BaseCommand):
+    help = "Manage OpenVPN tunnels between nodes: create, add, up, start, stop, restart, status."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="create a tunnel with its server node")
+        create.add_argument("name")
+        create.add_argument("--server", required=True, help="server node name")
+        create.add_argument("--subnet", required=True, help="tunnel subnet, e.g. 100.64.0.0/24")
+        create.add_argument("--mode", choices=["routed", "bridged"], default="routed")
+        create.add_argument("--bridge", default="", help="bridged mode: the VM bridge, e.g. br0")
+        create.add_argument("--mtu", type=int, default=None)
+        create.add_argument("--port", type=int, default=1194)
+        create.add_argument("--endpoint", default="", help="address clients connect to")
+        create.add_argument("--manager-network", default="")
+        create.add_argument("--control-uri", default="")
+        add = sub.add_parser("add", help="add a client node to a tunnel")
+        add.add_argument("tunnel")
+        add.add_argument("node")
+        add.add_argument("--control-uri", default="", help="out-of-band qemu+ssh URI")
+        for action in ("up", "start", "stop", "restart", "renew", "revoke"):
+            sub.add_parser(action).add_argument("node")
+        status = sub.add_parser("status", help="read every (or one) node's tunnel status")
+        status.add_argument("node", nargs="?")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        action = opts["action"]
+        try:
+            if action == "create":
+                tunnel = services.create_tunnel(
+                    name=opts["name"],
+                    subnet=opts["subnet"],
+                    server=services.get_node(opts["server"]),
+                    mode=opts["mode"],
+                    port=opts["port"],
+                    server_endpoint=opts["endpoint"],
+                    bridge=opts["bridge"],
+                    mtu=opts["mtu"],
+                    manager_network=opts["manager_network"],
+                    control_uri=opts["control_uri"],
+                )
+                self.stdout.write(f"tunnel {tunnel.name} created ({tunnel.subnet}, {tunnel.mode})")
+            elif action == "add":
+                tunnel = Tunnel.objects.filter(name=opts["tunnel"]).first()
+                if tunnel is None:
+                    raise CommandError(f"There is no tunnel named {opts['tunnel']!r}.")
+                member = services.add_client(
+                    tunnel, services.get_node(opts["node"]), control_uri=opts["control_uri"]
+                )
+                self.stdout.write(f"{member.node.name} added, tunnel address {member.address}")
+            elif action == "up":
+                for line in services.up(opts["node"]):
+                    self.stdout.write(line)
+            elif action in ("start", "stop", "restart"):
+                self.stdout.write(getattr(services, action)(opts["node"]))
+            elif action == "renew":
+                member = services.renew_certificate(opts["node"])
+                self.stdout.write(f"{member.node.name}: new certificate {member.cert_serial}; "
+                                  "run `vpn up` to install it")  # fmt: skip
+            elif action == "revoke":
+                self.stdout.write(f"revoked {services.revoke_certificate(opts['node'])}")
+            else:
+                self._status(opts.get("node"))
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        except (services.VpnError, HypervisorError) as exc:
+            raise CommandError(exc.message) from exc
+
+    def _status(self, node: str | None) -> None:
+        members = [services.get_member(node)] if node else list(TunnelMember.objects.all())
+        for stale in members:
+            member = services.refresh_status(stale)
+            self.stdout.write(
+                f"{member.tunnel.name:<10} {member.node.name:<16} {member.role:<6} "
+                f"{member.address:<15} {member.state:<10} {member.state_reason}"
+            )
+            for peer in member.peers:
+                self.stdout.write(
+                    f"    peer {peer['name']} tunnel {peer['tunnel_address']} "
+                    f"real {peer['real_address']}"
+                )
