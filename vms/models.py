@@ -102,6 +102,8 @@ class Job(models.Model):
     requested_by = models.CharField(max_length=150, blank=True)
     worker = models.CharField(max_length=255, blank=True)
     abort_requested = models.BooleanField(default=False)
+    # An admin asked a running migration to switch to post-copy now.
+    postcopy_requested = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

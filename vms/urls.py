@@ -29,4 +29,5 @@ urlpatterns = [
     path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),
     path("jobs/<int:pk>/abort/", views_jobs.job_abort, name="job_abort"),
+    path("jobs/<int:pk>/postcopy/", views_jobs.job_postcopy, name="job_postcopy"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -12,6 +13,7 @@ from kvmmgr.access import Actor
 from vms.choices import JobStatus
 from vms.models import Job
 from vms.services.jobs import request_abort
+from vms.services.migration import request_postcopy
 
 PAGE_SIZE = 50
 
@@ -66,4 +68,16 @@ def job_abort(request: HttpRequest, pk: int) -> HttpResponse:
         messages.info(request, f"Abort of job {job.pk} requested.")
     else:
         messages.error(request, f"Job {job.pk} is {job.status}: nothing to abort.")
+    return redirect("vms:job_detail", pk=job.pk)
+
+
+@require_POST
+def job_postcopy(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        request_postcopy(job, Actor.from_request(request))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.info(request, f"Switch to post-copy requested for job {job.pk}.")
     return redirect("vms:job_detail", pk=job.pk)

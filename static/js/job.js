@@ -60,8 +60,10 @@
     if (data.active) {
       setTimeout(poll, 1000);
     } else {
-      const abort = document.getElementById("abort-form");
-      if (abort) abort.remove();
+      for (const id of ["abort-form", "postcopy-form"]) {
+        const form = document.getElementById(id);
+        if (form) form.remove();
+      }
       root.dataset.active = "0";
     }
   }

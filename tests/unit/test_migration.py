@@ -220,3 +220,33 @@ def test_migratevm_command_refuses_bad_input() -> None:
         call_command("migratevm", "web", "n2", "--bandwidth", "lots")
     with pytest.raises(CommandError, match="already on n1"):
         call_command("migratevm", "web", "n1")
+
+
+@pytest.mark.django_db
+def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
+    admin_client,
+) -> None:
+    from django.urls import reverse
+
+    from tests.factories import actor
+    from vms.models import Job
+    from vms.services.migration import request_postcopy
+
+    source, dest = _online("n1"), _online("n2", "localhost")
+    vm = make_vm(source, name="web")
+    plain = request_migration(vm, dest, MigrationOptions(), actor())
+    with pytest.raises(ValidationError, match="post-copy allowed"):
+        request_postcopy(plain, actor())
+    Job.objects.filter(pk=plain.pk).update(status=JobStatus.FAILED)
+    job = request_migration(vm, dest, parse_options({"postcopy": "on"}), actor())
+    with pytest.raises(ValidationError, match="not running"):
+        request_postcopy(job, actor())
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    assert (
+        "Switch to post-copy"
+        in admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+    )
+    response = admin_client.post(reverse("vms:job_postcopy", args=[job.pk]))
+    assert response.status_code == 302
+    assert Job.objects.get(pk=job.pk).postcopy_requested
+    assert admin_client.get(reverse("vms:job_postcopy", args=[job.pk])).status_code == 405

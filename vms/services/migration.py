@@ -26,7 +26,7 @@ from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
 from nodes.services import trust
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind, JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
@@ -284,6 +284,27 @@ def remove_created_volumes(ctx: JobContext, dest: Node) -> int:
     return left
 
 
+def request_postcopy(job: Job, actor: Actor) -> None:
+    """Ask a running live migration that allows post-copy to switch to it now.
+
+    Post-copy finishes a migration that pre-copy cannot: the guest runs on the
+    destination at once and fetches the pages it still lacks on demand. Raises
+    ``ValidationError`` when the job cannot switch.
+    """
+    with audit.action(
+        actor, Permission.VM_MIGRATE, "vm.migrate.postcopy", target=job.target_name
+    ) as done:
+        done.job = job
+        if job.kind != JobKind.MIGRATE or not job.params.get("postcopy"):
+            raise ValidationError(
+                f"Job {job.pk} is not a migration started with post-copy allowed."
+            )
+        if not Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            postcopy_requested=True
+        ):
+            raise ValidationError(f"Job {job.pk} is not running.")
+
+
 def _poller(
     ctx: JobContext, policy: ConvergencePolicy
 ) -> Callable[[hv.MigrationStats, hv.MigrationControl], None]:
@@ -295,6 +316,12 @@ def _poller(
                 control.set_max_downtime(action.downtime_ms)
             state["started"] = True
         ctx.check_abort()
+        if (
+            not control.postcopy_started
+            and Job.objects.filter(pk=ctx.job.pk, postcopy_requested=True).exists()
+        ):
+            control.start_postcopy()
+            ctx.log("switched to post-copy on request")
         for action in policy.observe(
             Sample(stats.elapsed_ms / 1000, stats.memory_remaining, stats.iteration)
         ):

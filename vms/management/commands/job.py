@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from argparse import ArgumentParser
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from kvmmgr.cli import acting
@@ -10,6 +11,7 @@ from vms.choices import JobStatus
 from vms.management.commands._jobcli import follow, job_as_dict
 from vms.models import Job
 from vms.services.jobs import request_abort
+from vms.services.migration import request_postcopy
 
 
 class Command(BaseCommand):
@@ -19,6 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("id", type=int)
         parser.add_argument("--follow", action="store_true")
         parser.add_argument("--abort", action="store_true")
+        parser.add_argument(
+            "--postcopy", action="store_true", help="switch a running migration to post-copy"
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: object, **opts: object) -> None:
@@ -31,6 +36,13 @@ class Command(BaseCommand):
             if not aborted:
                 raise CommandError(f"job {job.pk} is {job.status}: nothing to abort")
             self.stdout.write(f"abort requested for job {job.pk}")
+        if opts["postcopy"]:
+            try:
+                with acting() as actor:
+                    request_postcopy(job, actor)
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from exc
+            self.stdout.write(f"switch to post-copy requested for job {job.pk}")
         if opts["follow"]:
             job = follow(job, self.stdout, show_log=not opts["json"])
         else:
