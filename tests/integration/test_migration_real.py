@@ -292,3 +292,37 @@ def test_cold_migration_of_a_stopped_vm_copies_its_disk(
     assert vm.node == node2 and vm.state == VMState.SHUTOFF
     # And back, so the session's other tests find node1 as they expect.
     assert _migrate(vm, node1).status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_switch_to_postcopy_on_request_finishes_the_migration(
+    manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
+) -> None:
+    from vms.services.migration import request_postcopy, run_migrate
+
+    _register(lab_node)
+    node1, node2 = Node.objects.get(name="node1"), _register(lab_node2)
+    vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
+    # Slow enough that the switch happens while memory is still being copied.
+    options = parse_options({"postcopy": "on", "bandwidth_mib_s": 4})
+    job = request_migration(vm, node2, options, actor("tester"))
+
+    def switch_when_copying_memory(ctx: jobs.JobContext) -> None:
+        original = ctx.progress
+
+        def progress(percent: int, **detail: object) -> None:
+            original(percent, **detail)
+            if str(detail.get("phase", "")).startswith("memory"):
+                request_postcopy(Job.objects.get(pk=ctx.job.pk), actor())
+
+        ctx.progress = progress  # type: ignore[method-assign]
+        run_migrate(ctx)
+
+    assert jobs.execute(job.pk, handler=switch_when_copying_memory) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    assert "switched to post-copy on request" in job.log, job.log
+    assert lab_node2.virsh("domstate", migrating_guest.name, check=True).stdout.strip() == "running"
+    assert lab_node.virsh("domstate", migrating_guest.name).returncode != 0
+    vm.refresh_from_db()
+    assert vm.node == node2
+    assert _migrate(vm, node1).status == JobStatus.SUCCEEDED
