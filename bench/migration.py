@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.migration [--rounds 3] [--skip-convergence] [--json PATH]
 
 Needs root and the lab's prerequisites (see ``tests/lab``). It takes the lab's
-session lock (/run/kvmmgr-lab/session.lock, as ``tests/integration/conftest.py``
+session lock (/run/kvmmgr-lab/session.lock, as ``tests/lab/fixtures.py``
 does) for the whole run, waiting while another session holds it, then builds a
 fresh lab with ``node1`` and ``node2`` and tears it down at the end.
 
@@ -51,7 +51,7 @@ from typing import Any
 
 from bench import _common
 
-# The same lock as tests/integration/conftest.py: one lab session per machine.
+# The same lock as tests/lab/fixtures.py: one lab session per machine.
 LAB_LOCK = Path("/run/kvmmgr-lab/session.lock")
 MIB = 1024 * 1024
 IDLE_DOWNTIME_GOAL_MS = 300
@@ -185,11 +185,11 @@ def breakdown(t0: float, marks: list[Mark], t_end: float) -> dict[str, float]:
     checkpoints: list[tuple[str, Callable[[], float | None]]] = [
         ("claim job, load rows", progress(1)),
         ("no domain clash on dest (libvirt)", log_starts("check no such domain")),
-        ("dest free memory (libvirt)", log_starts("check destination memory")),
         (
             "source disks + dest pool plan (libvirt)",
             log_starts("check space in pool", last=True),
         ),
+        ("dest free memory (libvirt)", log_starts("check destination memory")),
         ("CPU compatibility (libvirt)", log_starts("check CPU compatibility")),
         ("trust install (only when the check fails)", log_starts("trust:", last=True)),
         (

@@ -24,16 +24,14 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 
 
-def _check(ctx: JobContext, what: str, ok: bool, detail: str) -> None:
-    ctx.log(f"check {what}: {'ok' if ok else 'FAILED'} - {detail}")
-    if not ok:
-        raise HypervisorError(f"pre-check failed: {what}: {detail}")
-
-
 def run_cold(
     ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, options: MigrationOptions
 ) -> None:
-    from vms.services.migration import create_volumes, remove_created_volumes
+    from vms.services.migration import (
+        check_disk_placement,
+        create_volumes,
+        remove_created_volumes,
+    )
 
     uuid = str(vm.uuid)
     ctx.set_command(
@@ -54,29 +52,8 @@ def run_cold(
         "(virsh vol-download on the source, vol-upload on the destination)"
     )
     ctx.progress(1, phase="pre-checks")
-    clash = prep.find_domain(dest.uri, vm.name, uuid)
-    _check(ctx, "no such domain on the destination", not clash, clash or f"none on {dest.name}")
-    disks = prep.source_disks(source.uri, uuid)
-    plans = prep.plan_destination(dest.uri, disks) if disks else []
-    for plan in plans:
-        _check(
-            ctx,
-            f"no stale volume for {plan.disk.target}",
-            not plan.exists,
-            f"{plan.pool}/{plan.name} already exists on {dest.name}"
-            if plan.exists
-            else f"{plan.pool}/{plan.name} is free",
-        )
+    plans = check_disk_placement(ctx, vm, source, dest)
     total = sum(plan.disk.capacity_bytes for plan in plans)
-    for pool in {plan.pool for plan in plans}:
-        available = next(p.pool_available_bytes for p in plans if p.pool == pool)
-        needed = sum(p.disk.capacity_bytes for p in plans if p.pool == pool)
-        _check(
-            ctx,
-            f"space in pool {pool}",
-            available >= needed,
-            f"{available // MIB} MiB free, the disks need {needed // MIB} MiB",
-        )
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can move from {source.name} to {dest.name} while stopped")
         return

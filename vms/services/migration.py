@@ -182,30 +182,24 @@ def _options_from(params: dict[str, Any]) -> MigrationOptions:
     )
 
 
-def _check(ctx: JobContext, what: str, ok: bool, detail: str) -> None:
+def check(ctx: JobContext, what: str, ok: bool, detail: str) -> None:
+    """Log one pre-check; a failed one ends the job before anything changed."""
     ctx.log(f"check {what}: {'ok' if ok else 'FAILED'} - {detail}")
     if not ok:
         raise HypervisorError(f"pre-check failed: {what}: {detail}")
 
 
-def _prechecks(
-    ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, live: bool
+def check_disk_placement(
+    ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node
 ) -> list[prep.DestinationVolume]:
-    ctx.progress(1, phase="pre-checks")
+    """Every disk has a free name in a destination pool with room: live and cold alike."""
     clash = prep.find_domain(dest.uri, vm.name, str(vm.uuid))
-    _check(ctx, "no such domain on the destination", not clash, clash or f"none on {dest.name}")
-    free = prep.free_memory_mib(dest.uri)
-    _check(
-        ctx,
-        "destination memory",
-        free >= vm.memory_mib,
-        f"{free} MiB free on {dest.name}, the VM needs {vm.memory_mib} MiB",
-    )
+    check(ctx, "no such domain on the destination", not clash, clash or f"none on {dest.name}")
     disks = prep.source_disks(source.uri, str(vm.uuid))
     plans = prep.plan_destination(dest.uri, disks) if disks else []
     needed: dict[str, int] = {}
     for plan in plans:
-        _check(
+        check(
             ctx,
             f"no stale volume for {plan.disk.target}",
             not plan.exists,
@@ -216,30 +210,45 @@ def _prechecks(
         needed[plan.pool] = needed.get(plan.pool, 0) + plan.disk.capacity_bytes
     for pool, total in needed.items():
         available = next(p.pool_available_bytes for p in plans if p.pool == pool)
-        _check(
+        check(
             ctx,
             f"space in pool {pool}",
             available >= total,
             f"{available // MIB} MiB free, the disks need {total // MIB} MiB",
         )
+    return plans
+
+
+def _prechecks(
+    ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, live: bool
+) -> list[prep.DestinationVolume]:
+    ctx.progress(1, phase="pre-checks")
+    plans = check_disk_placement(ctx, vm, source, dest)
+    free = prep.free_memory_mib(dest.uri)
+    check(
+        ctx,
+        "destination memory",
+        free >= vm.memory_mib,
+        f"{free} MiB free on {dest.name}, the VM needs {vm.memory_mib} MiB",
+    )
     ok, detail = prep.cpu_compatible(dest.uri, prep.domain_xml(source.uri, str(vm.uuid)))
-    _check(ctx, "CPU compatibility", ok, detail)
-    check, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
+    check(ctx, "CPU compatibility", ok, detail)
+    path, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
     for line in installed:
         ctx.log(f"trust: {line}")
-    _check(
+    check(
         ctx,
         "source reaches destination libvirt",
         True,
-        f"{dest.name} answers as {check.hostname}",
+        f"{dest.name} answers as {path.hostname}",
     )
     if live:
         address = dest.effective_migration_address
-        _check(
+        check(
             ctx,
             "migration ports",
-            bool(check.port_answers),
-            f"{source.name} {'reaches' if check.port_answers else 'gets no answer from'} "
+            bool(path.port_answers),
+            f"{source.name} {'reaches' if path.port_answers else 'gets no answer from'} "
             f"{address}:{MIGRATION_PORT} (49152-49215 must be open)",
         )
     ctx.check_abort()
