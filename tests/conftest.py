@@ -12,8 +12,9 @@ from kvmmgr.models import Role, UserRole
 from nodes.hypervisor import close_all
 from tests.nodexml import FakeDomain, make_domains, write_node_xml
 
-# The real nginx + uwsgi site (deployed_site), shared by tests/integration and tests/e2e.
-pytest_plugins = ["tests.deploysite"]
+# The real nginx + uwsgi site (deployed_site) and the libvirt lab (lab, lab_node, ...),
+# shared by tests/integration and tests/e2e.
+pytest_plugins = ["tests.deploysite", "tests.lab.fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('vms', '0005_job_kind_migrate'),
+        ("vms", "0005_job_kind_migrate"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='postcopy_requested',
+            model_name="job",
+            name="postcopy_requested",
             field=models.BooleanField(default=False),
         ),
     ]
