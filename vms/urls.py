@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django.urls import path
 
-from vms import views, views_actions, views_create, views_detail, views_jobs, views_migrate
+from vms import (
+    views,
+    views_actions,
+    views_console,
+    views_create,
+    views_detail,
+    views_jobs,
+    views_migrate,
+)
 
 app_name = "vms"
 urlpatterns = [
@@ -25,6 +33,7 @@ urlpatterns = [
     ),
     path("vm/<uuid:uuid>/delete/", views_actions.vm_delete, name="vm_delete"),
     path("vm/<uuid:uuid>/migrate/", views_migrate.vm_migrate, name="vm_migrate"),
+    path("vm/<uuid:uuid>/console/", views_console.vm_console, name="vm_console"),
     path("jobs/", views_jobs.job_list, name="job_list"),
     path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),
