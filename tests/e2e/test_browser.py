@@ -16,6 +16,10 @@ from tests.e2e.chrome import chromium, login, shot
 VM_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0003"  # browse-me
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -31,6 +35,25 @@ def _state_text(driver: object) -> str:
     return rows[0].text if rows else "(gone)"
 
 
+def _click_row_button(driver: object, label: str, expect: str) -> None:
+    """Click a button in the VM's row until the page says ``expect``.
+
+    The list redraws itself every few seconds; a click that lands while its row is
+    being replaced is lost, so find the row afresh and try again.
+    """
+    for _attempt in range(3):
+        try:
+            row = driver.find_element(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"]')  # type: ignore[attr-defined]
+            row.find_element(By.XPATH, f".//button[normalize-space()='{label}']").click()
+            WebDriverWait(driver, 15).until(
+                lambda d: expect in d.find_element(By.TAG_NAME, "body").text
+            )
+            return
+        except (StaleElementReferenceException, TimeoutException):
+            driver.get(driver.current_url)  # type: ignore[attr-defined]
+    raise AssertionError(f"clicking {label!r} never led to {expect!r}")
+
+
 def test_operator_and_admin_drive_a_vm_through_nginx(deployed_site: Site, browser: object) -> None:
     driver = browser
     login(driver, "ada")
@@ -42,9 +65,7 @@ def test_operator_and_admin_drive_a_vm_through_nginx(deployed_site: Site, browse
 
     # Start: the POST redirects back to the list with the job queued; the state then
     # changes in place, from the poll, with no reload (the marker would vanish).
-    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"]')  # type: ignore[attr-defined]
-    row.find_element(By.XPATH, ".//button[normalize-space()='Start']").click()
-    WebDriverWait(driver, 10).until(lambda d: "queued" in d.find_element(By.TAG_NAME, "body").text)
+    _click_row_button(driver, "Start", "queued: start browse-me")
     driver.execute_script("window.__noReload = true;")  # type: ignore[attr-defined]
     shot(driver, "02-start-queued")
     WebDriverWait(driver, 30).until(lambda d: _state_text(d) == "running")
@@ -52,8 +73,7 @@ def test_operator_and_admin_drive_a_vm_through_nginx(deployed_site: Site, browse
     shot(driver, "03-running-without-reload")
 
     # Stop it (ACPI shutdown) and see it shut off, again without a reload.
-    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"]')  # type: ignore[attr-defined]
-    row.find_element(By.XPATH, ".//button[normalize-space()='Shut down']").click()
+    _click_row_button(driver, "Shut down", "queued: shut down browse-me")
     driver.execute_script("window.__noReload = true;")  # type: ignore[attr-defined]
     WebDriverWait(driver, 30).until(lambda d: _state_text(d) == "shut off")
     assert driver.execute_script("return window.__noReload === true;")  # type: ignore[attr-defined]
