@@ -66,6 +66,7 @@ gw=""
 dirty=""
 counter=""
 records=""
+echo_port=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         ip=*) addr="${{arg#ip=}}" ;;
@@ -73,6 +74,7 @@ for arg in $(cat /proc/cmdline); do
         dirty=*) dirty="${{arg#dirty=}}" ;;
         counter=*) counter="${{arg#counter=}}" ;;
         records=*) records="${{arg#records=}}" ;;
+        echo=*) echo_port="${{arg#echo=}}" ;;
     esac
 done
 if [ -n "$addr" ]; then
@@ -89,6 +91,11 @@ if [ -n "$addr" ]; then
     else
         echo "KVMMGR-GUEST-NET-MISSING eth0" >/dev/ttyS0
     fi
+fi
+if [ -n "$echo_port" ]; then
+    # A TCP echo server (one forked cat per connection): held connections must survive migration.
+    nc -ll -p "$echo_port" -e cat &
+    echo "KVMMGR-GUEST-ECHO $echo_port" >/dev/ttyS0
 fi
 if [ -n "$dirty" ]; then
     mkdir -p /dirty
