@@ -471,3 +471,14 @@ def unreachable_reason(node: Node, message: str) -> str:
                 f"which does not answer ({message})"
             )
     return message
+
+
+def tunnel_of_address(address: str) -> str:
+    """The name of the tunnel whose subnet holds ``address``, or ''."""
+    ip = _ip(address)
+    if ip is None:
+        return ""
+    for tunnel in Tunnel.objects.all():
+        if ip in parse_cidr(tunnel.subnet):
+            return tunnel.name
+    return ""

@@ -17,7 +17,9 @@ import libvirt
 
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.errors import HypervisorError
+from nodes.hypervisor.states import state_from_libvirt
 from nodes.hypervisor.xml import parse_domain_devices
+from vms.choices import VMState
 
 
 @dataclass(frozen=True)
@@ -176,4 +178,42 @@ def delete_path(uri: str, path: str) -> bool:
         except libvirt.libvirtError:
             return False
         vol.delete(0)
+        return True
+
+
+def domain_state(uri: str, uuid: str) -> VMState | None:
+    """The domain's named state on the node, or None when the node does not have it."""
+    with connection_for(uri) as conn:
+        try:
+            return state_from_libvirt(_domain(conn, uuid).state()[0])
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+
+def has_active_job(uri: str, uuid: str) -> bool:
+    """Whether libvirt still runs a job (e.g. a migration being cancelled) on the domain."""
+    with connection_for(uri) as conn:
+        try:
+            stats = _domain(conn, uuid).jobStats(0)
+        except libvirt.libvirtError:
+            return False
+    return stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
+
+
+def destroy_unfinished_incoming(uri: str, uuid: str) -> bool:
+    """Stop a destination's leftover incoming copy of a migration that failed.
+
+    Only a transient domain is touched: an incoming migration defines the domain on
+    the destination at the very end, so a persistent one there is a real VM.
+    """
+    with connection_for(uri) as conn:
+        try:
+            dom = _domain(conn, uuid)
+        except libvirt.libvirtError:
+            return False
+        if dom.isPersistent() or not dom.isActive():
+            return False
+        dom.destroy()
         return True

@@ -403,7 +403,7 @@ def run_migrate(ctx: JobContext) -> None:
     except HypervisorError as exc:
         if not _moved_anyway(vm, source, dest):
             _after_failure(ctx, vm, source, dest)
-            raise
+            raise _explain_link_loss(exc, dest) from exc
         # libvirt reported an error at the very end, but the VM did move: say so
         # and finish the job as the success it is (disks, inventory, figures).
         ctx.log(
@@ -417,6 +417,33 @@ def run_migrate(ctx: JobContext) -> None:
     _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
 
 
+_LINK_LOSS = (
+    "socket is closed",
+    "connection reset",
+    "broken pipe",
+    "unreachable",
+    "timed out",
+    "no route",
+    "keepalive",
+)
+
+
+def _explain_link_loss(exc: HypervisorError, dest: Node) -> HypervisorError:
+    """Name the tunnel when the destination is reached through one and the link broke."""
+    from vpn.services import tunnel_of_address
+
+    address = dest.effective_migration_address
+    tunnel = tunnel_of_address(address)
+    if not tunnel or not any(marker in exc.message.lower() for marker in _LINK_LOSS):
+        return exc
+    return HypervisorError(
+        f"VPN down or link lost: {dest.name} is reached at {address} through tunnel "
+        f"{tunnel}, and the connection broke ({exc.message}). The VM stays on the source.",
+        retryable=True,
+        uri=exc.uri,
+    )
+
+
 def _moved_anyway(vm: VirtualMachine, source: Node, dest: Node) -> bool:
     """True when the VM is running on the destination and gone from the source."""
     try:
@@ -428,19 +455,37 @@ def _moved_anyway(vm: VirtualMachine, source: Node, dest: Node) -> bool:
         return False
 
 
+def settle_destination(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node) -> str:
+    """After a failed migration: leave the VM on exactly one node and clean the other.
+
+    Returns what was found. An unfinished incoming copy on the destination (paused,
+    transient) is destroyed once the source no longer holds a migration job, and the
+    volumes the job created there are removed when the destination does not run the VM.
+    Raises ``HypervisorError`` when a node cannot be asked (the reconciler retries).
+    """
+    uuid = str(vm.uuid)
+    on_source = prep.domain_state(source.uri, uuid)
+    on_dest = prep.domain_state(dest.uri, uuid)
+    found = (
+        f"on {source.name}: {on_source.label if on_source else 'absent'}; "
+        f"on {dest.name}: {on_dest.label if on_dest else 'absent'}"
+    )
+    if on_source in VMState.active() and on_dest is not None:
+        if prep.has_active_job(source.uri, uuid):
+            ctx.log(f"{found}; libvirt still holds the source's job: cleanup waits")
+            return found
+        if prep.destroy_unfinished_incoming(dest.uri, uuid):
+            ctx.log(f"{found}; stopped the unfinished incoming copy on {dest.name}")
+            on_dest = None
+    if on_dest is None:
+        remove_created_volumes(ctx, dest)
+    return found
+
+
 def _after_failure(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node) -> None:
     """Make sure the VM is where it was, remove what we created, and say so."""
     try:
-        on_source = prep.domain_is_active(source.uri, str(vm.uuid))
-        on_dest = prep.domain_is_active(dest.uri, str(vm.uuid))
-        ctx.log(
-            f"after the failure: on {source.name}: "
-            f"{'running' if on_source else 'not running' if on_source is False else 'absent'}; "
-            f"on {dest.name}: "
-            f"{'running' if on_dest else 'defined, not running' if on_dest is False else 'absent'}"
-        )
-        if on_dest is None or not on_dest:
-            remove_created_volumes(ctx, dest)
+        ctx.log(f"after the failure: {settle_destination(ctx, vm, source, dest)}")
     except HypervisorError as exc:
         ctx.log(
             f"after the failure: could not inspect the nodes: {exc.message}; "

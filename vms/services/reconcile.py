@@ -18,11 +18,11 @@ from django.utils import timezone
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
-from vms.choices import JobKind, JobStatus
+from vms.choices import JobKind, JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobContext
-from vms.services.migration import remove_created_volumes
+from vms.services.migration import settle_destination
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ def pending_jobs() -> list[Job]:
     return [job for job in candidates if _needs_reconcile(job)]
 
 
-def _describe(active: bool | None) -> str:
-    return {True: "running", False: "defined, not running", None: "absent"}[active]
+def _describe(state: VMState | None) -> str:
+    return state.label if state is not None else "absent"
 
 
 def reconcile(job: Job) -> str:
@@ -57,15 +57,16 @@ def reconcile(job: Job) -> str:
         return "nothing to check: the VM or a node is gone from the manager"
     uuid = str(vm.uuid)
     try:
-        on_source = prep.domain_is_active(source.uri, uuid)
-        on_dest = prep.domain_is_active(dest.uri, uuid)
+        on_source = prep.domain_state(source.uri, uuid)
+        on_dest = prep.domain_state(dest.uri, uuid)
     except HypervisorError as exc:
         return f"not yet: {exc.message}"
     found = f"{source.name}: {_describe(on_source)}; {dest.name}: {_describe(on_dest)}"
-    if on_source and on_dest:
+    if on_source == VMState.RUNNING and on_dest == VMState.RUNNING:
         ctx.log(f"reconciler: the VM runs on BOTH nodes ({found}); an admin must stop one")
         return f"split: {found}"
-    if job.params.get("worker_died") and on_dest and not on_source:
+    moved = on_dest == VMState.RUNNING and on_source is None
+    if job.params.get("worker_died") and moved:
         ctx.log(
             f"reconciler: the migration completed after its worker stopped ({found}); "
             "marking the job succeeded"
@@ -73,11 +74,14 @@ def reconcile(job: Job) -> str:
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, error="", progress=100)
         for volume in job.params.get("created_volumes", []):
             volume["removed"] = True  # they hold the VM's disks now
-    elif job.params.get("worker_died"):
-        ctx.log(f"reconciler: the migration did not complete ({found})")
-    left = 0
-    if not on_dest:
-        left = remove_created_volumes(ctx, dest)
+    else:
+        if job.params.get("worker_died"):
+            ctx.log(f"reconciler: the migration did not complete ({found})")
+        try:
+            settle_destination(ctx, vm, source, dest)
+        except HypervisorError as exc:
+            return f"not yet: {exc.message}"
+    left = sum(1 for v in job.params.get("created_volumes", []) if not v.get("removed"))
     if left == 0:
         job.params["reconciled"] = True
         job.params["reconciled_at"] = timezone.now().isoformat()
