@@ -8,6 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from kvmmgr import audit
+from kvmmgr.access import Actor, Permission
 from vpn.models import Tunnel, TunnelMember
 from vpn.tasks import ACTIONS, control_member
 
@@ -23,6 +25,12 @@ def member_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in ACTIONS:
         messages.error(request, f"Unknown action {action!r}.")
         return redirect("vpn:tunnel_list")
-    transaction.on_commit(lambda: control_member.delay(member.pk, action))
+    with audit.action(
+        Actor.from_request(request),
+        Permission.VPN_MANAGE,
+        f"vpn.{action}",
+        target=member.node.name,
+    ):
+        transaction.on_commit(lambda: control_member.delay(member.pk, action))
     messages.info(request, f"VPN {action} queued for {member.node.name}.")
     return redirect("vpn:tunnel_list")

@@ -238,3 +238,24 @@ def test_vpn_page_shows_members_states_and_peers(two_nodes, admin_client) -> Non
     page = admin_client.get("/vpn/").content.decode()
     assert "vpn-up" in page and "node2 · 100.64.0.2 · via 198.51.100.254:41000" in page
     assert "PRIVATE KEY" not in page
+
+
+@pytest.mark.django_db
+def test_vpn_actions_need_the_admin_role(viewer_client, admin_client) -> None:
+    from django.urls import reverse
+
+    from kvmmgr.models import AuditEntry
+    from tests.factories import make_node
+    from vpn.models import Tunnel, TunnelMember
+
+    node = make_node(name="srv", uri="qemu+ssh://root@127.0.0.1:2222/system")
+    tunnel = Tunnel.objects.create(name="t1", subnet="100.64.0.0/24")
+    member = TunnelMember.objects.create(
+        tunnel=tunnel, node=node, role="server", address="100.64.0.1"
+    )
+    url = reverse("vpn:member_action", args=[member.pk, "stop"])
+    assert viewer_client.post(url).status_code == 403
+    assert "Stop</button>" not in viewer_client.get(reverse("vpn:tunnel_list")).content.decode()
+    assert admin_client.post(url).status_code == 302
+    entries = AuditEntry.objects.filter(action="vpn.stop", target="srv")
+    assert sorted(e.result for e in entries) == ["denied", "ok"]

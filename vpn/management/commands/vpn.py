@@ -8,6 +8,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from kvmmgr import audit
+from kvmmgr.access import Permission
+from kvmmgr.cli import acting
 from nodes.hypervisor.errors import HypervisorError
 from vpn import services
 from vpn.models import Tunnel, TunnelMember
@@ -40,6 +43,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         action = opts["action"]
+        if action != "status":
+            # Changing a tunnel is an admin's action, recorded like every other.
+            target = opts.get("node") or opts.get("name") or opts.get("tunnel") or ""
+            with (
+                acting() as actor,
+                audit.action(actor, Permission.VPN_MANAGE, f"vpn.{action}", target=str(target)),
+            ):
+                self._change(action, opts)
+            return
+        self._change(action, opts)
+
+    def _change(self, action: str, opts: dict[str, Any]) -> None:
         try:
             if action == "create":
                 tunnel = services.create_tunnel(
