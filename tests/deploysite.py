@@ -315,7 +315,9 @@ def run_site(
             "redis.log",
         )
         wait_for(lambda: port_open(redis_port), 10, "redis")
-        # One solo worker: libvirt's test driver keeps its state per process.
+        # One solo worker: libvirt's test driver keeps its state per process. Beat runs
+        # inside it (-B) so the inventory keeps the node online however long the
+        # session-scoped site lives (a node not refreshed for 3 intervals shows offline).
         _start(
             site,
             [
@@ -323,6 +325,9 @@ def run_site(
                 "-A",
                 "kvmmgr",
                 "worker",
+                "-B",
+                "--schedule",
+                str(root / "run" / "celerybeat-schedule"),
                 "--pool",
                 "solo",
                 "--concurrency",
