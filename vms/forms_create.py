@@ -22,6 +22,10 @@ def _size(nbytes: Any) -> str:
     return f"{int(nbytes or 0) / 1024**3:.1f} GiB"
 
 
+def _mtu_note(nic_mtu: int | None) -> str:
+    return f" (MTU {nic_mtu}: the NIC gets mtu.size={nic_mtu})" if nic_mtu else ""
+
+
 class CreateVMForm(forms.Form):
     """Numbers are plain text fields: the service checks them against the node and
     explains what is wrong (zero, negative, not a number, more than the node has)."""
@@ -43,7 +47,12 @@ class CreateVMForm(forms.Form):
     )
     iso = forms.ChoiceField(label="ISO image", required=False)
     import_volume = forms.ChoiceField(label="Existing volume (import)", required=False)
-    network = forms.ChoiceField(required=False)
+    network = forms.ChoiceField(
+        required=False,
+        help_text="A network or bridge whose MTU is below 1500 (e.g. one carrying a bridged "
+        "VPN overlay, 1400) gives the NIC that MTU (<mtu size=…/>): a virtio guest takes it "
+        "as its own and sends no frames the link would drop.",
+    )
     os_variant = forms.CharField(
         label="OS variant",
         required=False,
@@ -78,8 +87,14 @@ class CreateVMForm(forms.Form):
         ]
         self.fields["network"].choices = (
             [("", "no network")]
-            + [(f"network:{n}", f"libvirt network {n}") for n in opts.networks]
-            + [(f"bridge:{b}", f"bridge {b}") for b in opts.bridges]
+            + [
+                (f"network:{n}", f"libvirt network {n}{_mtu_note(opts.nic_mtu(network=n))}")
+                for n in opts.networks
+            ]
+            + [
+                (f"bridge:{b}", f"bridge {b}{_mtu_note(opts.nic_mtu(bridge=b))}")
+                for b in opts.bridges
+            ]
         )
         self.fields["os_variant"].initial = default_os_variant()
 

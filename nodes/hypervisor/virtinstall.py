@@ -53,6 +53,9 @@ class CreateSpec:
     import_volume: str = ""  # "pool/volume"
     network: str = ""
     bridge: str = ""
+    #: The NIC's MTU when its network or bridge has a lower one than 1500 (else None):
+    #: a virtio guest takes it as its own, so it never sends frames the link drops.
+    nic_mtu: int | None = None
     vnc_listen: str = "127.0.0.1"
     vnc_port: int | None = None
     vnc_password: str = ""
@@ -133,10 +136,12 @@ def build_argv(spec: CreateSpec, connect_uri: str) -> list[str]:
             argv += ["--pxe"]
         else:
             raise ValueError(f"unknown install media {spec.media!r}")
-    if spec.network:
-        argv += ["--network", f"network={spec.network},model=virtio"]
-    elif spec.bridge:
-        argv += ["--network", f"bridge={spec.bridge},model=virtio"]
+    if spec.network or spec.bridge:
+        nic = f"network={spec.network}" if spec.network else f"bridge={spec.bridge}"
+        nic += ",model=virtio"
+        if spec.nic_mtu is not None:
+            nic += f",mtu.size={spec.nic_mtu}"
+        argv += ["--network", nic]
     else:
         argv += ["--network", "none"]
     graphics = f"vnc,listen={spec.vnc_listen}"

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.hypervisor import HypervisorError, collect_facts, virtinstall
+from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.connection import connection_for
 from nodes.models import Node
@@ -31,7 +32,10 @@ GIB = 1024**3
 
 
 def write_create_node(path: Path, *, cpus: int = 4, memory_mib: int = 8192) -> str:
-    """A test-driver host with a default pool (one qcow2), an ISO pool, a network and a bridge."""
+    """A test-driver host with a default pool (one qcow2), an ISO pool, networks and bridges.
+
+    ``overlay`` and ``vpnbr0`` have MTU 1400, as a bridged VPN overlay leaves them.
+    """
     path.write_text(
         f"""<node>
   <cpu><mhz>2000</mhz><model>i686</model><active>{cpus}</active><nodes>1</nodes>
@@ -40,7 +44,11 @@ def write_create_node(path: Path, *, cpus: int = 4, memory_mib: int = 8192) -> s
   <network><name>lan</name><uuid>5f2c6a7e-1111-4a2b-9c3d-000000000001</uuid>
     <bridge name='virbr9'/><forward mode='nat'/>
     <ip address='198.18.0.1' netmask='255.255.255.0'/></network>
-  <interface type='bridge' name='br0'><start mode='onboot'/>
+  <network><name>overlay</name><uuid>5f2c6a7e-1111-4a2b-9c3d-000000000004</uuid>
+    <bridge name='virbr8'/><mtu size='1400'/></network>
+  <interface type='bridge' name='vpnbr0'><start mode='onboot'/><mtu size='1400'/>
+    <bridge></bridge></interface>
+  <interface type='bridge' name='br0'><start mode='onboot'/><mtu size='1500'/>
     <bridge><interface type='ethernet' name='eth0'><mac address='aa:bb:cc:dd:ee:ff'/></interface>
     </bridge></interface>
   <pool type='dir'>
@@ -108,9 +116,53 @@ def test_facts_list_volumes_isos_networks_and_bridges(node: Node) -> None:
     facts = node.facts
     assert [v["name"] for v in facts["volumes"]["default"]] == ["base.qcow2"]
     assert [(i["pool"], i["name"]) for i in facts["isos"]] == [("isos", "debian-12.iso")]
-    assert facts["networks"] == [{"name": "lan", "active": True, "bridge": "virbr9"}]
-    assert facts["bridges"] == ["br0"]
+    assert facts["networks"] == [
+        {"name": "lan", "active": True, "bridge": "virbr9", "mtu": None},
+        {"name": "overlay", "active": True, "bridge": "virbr8", "mtu": 1400},
+    ]
+    assert facts["bridges"] == ["br0", "vpnbr0"]
+    assert facts["bridge_mtus"] == {"br0": 1500, "vpnbr0": 1400}
     json.dumps(collect_facts(node.uri))  # JSON-safe
+
+
+def test_facts_of_libvirts_default_test_host() -> None:
+    """test:///default has one network without <mtu> and no bridge (eth1 is ethernet)."""
+    facts = collect_facts("test:///default")
+    assert facts["networks"] == [
+        {"name": "default", "active": True, "bridge": "virbr0", "mtu": None}
+    ]
+    assert facts["bridges"] == [] and facts["bridge_mtus"] == {}
+
+
+def test_a_network_without_mtu_has_its_bridges_mtu(tmp_path: Path) -> None:
+    uri = write_create_node(tmp_path / "n.xml")
+    text = (tmp_path / "n.xml").read_text()
+    (tmp_path / "n.xml").write_text(
+        text.replace("<pool type='dir'>", "<interface type='bridge' name='virbr9'>"
+        "<mtu size='1450'/><bridge></bridge></interface><pool type='dir'>", 1)
+    )  # fmt: skip
+    facts = collect_facts(uri)
+    assert facts["networks"][0] == {"name": "lan", "active": True, "bridge": "virbr9", "mtu": 1450}
+    assert "virbr9" not in facts["bridges"]  # the network's own bridge is offered as the network
+    mtus = hv_networks.link_mtus(uri)
+    assert mtus.of("network", "lan") == 1450 and mtus.of("bridge", "virbr9") == 1450
+    assert mtus.of("bridge", "vpnbr0") == 1400 and mtus.of("bridge", "nope") is None
+
+
+def test_facts_stored_before_mtus_were_read_still_work(node: Node) -> None:
+    """Old facts: ``bridges`` a list of names, no ``bridge_mtus``, networks without mtu."""
+    old = {
+        **node.facts,
+        "networks": [{"name": "lan", "active": True, "bridge": "virbr9"}],
+        "bridges": ["br0", "vpnbr0"],
+    }
+    del old["bridge_mtus"]
+    Node.objects.filter(pk=node.pk).update(facts=old)
+    node.refresh_from_db()
+    opts = create.NodeOptions.of(node)
+    assert opts.bridges == ["br0", "vpnbr0"] and opts.nic_mtu(bridge="vpnbr0") is None
+    job = submit_create(request(node, network="", bridge="vpnbr0"), actor=actor("alice"))
+    assert job.params["bridge"] == "vpnbr0"
 
 
 # --- validation --------------------------------------------------------------------
@@ -308,7 +360,33 @@ def test_create_import_job_with_bridge(node: Node) -> None:
     job = run_job(submit_create(req, actor=actor("alice")))
     assert job.status == JobStatus.SUCCEEDED, job.log
     assert "--import --disk vol=default/base.qcow2,bus=virtio" in job.command
-    assert "--network bridge=br0,model=virtio" in job.command
+    assert "--network bridge=br0,model=virtio" in job.command  # MTU 1500: nothing to set
+    assert "mtu" not in job.command
+
+
+@pytest.mark.parametrize(("kind", "name"), [("bridge", "vpnbr0"), ("network", "overlay")])
+def test_a_nic_on_a_low_mtu_link_gets_that_mtu(node: Node, kind: str, name: str) -> None:
+    req = request(node, **{"network": "", kind: name})
+    job = run_job(submit_create(req, actor=actor("alice")))
+    assert job.status == JobStatus.SUCCEEDED, job.log
+    assert f"--network {kind}={name},model=virtio,mtu.size=1400" in job.command
+    assert f"{kind} {name} on alpha has MTU 1400: the NIC gets mtu.size=1400" in job.log
+    # virt-install (real, on its own test-driver connection) accepted the suboption;
+    # tests/integration/test_create_real.py checks the domain XML on a real node.
+
+
+def test_the_job_reads_the_mtu_live_not_from_the_facts(node: Node) -> None:
+    """Facts say br0 is at 1500 (or are old); the node now says 1400: the job uses 1400."""
+    real = hv_networks.link_mtus
+
+    def lowered(uri: str) -> hv_networks.LinkMtus:
+        mtus = real(uri)
+        return hv_networks.LinkMtus(mtus.networks, {**mtus.bridges, "br0": 1400})
+
+    with mock.patch.object(hv_networks, "link_mtus", autospec=True, side_effect=lowered):
+        job = run_job(submit_create(request(node, network="", bridge="br0"), actor=actor("alice")))
+    assert job.status == JobStatus.SUCCEEDED, job.log
+    assert "--network bridge=br0,model=virtio,mtu.size=1400" in job.command
 
 
 def test_node_that_changed_since_the_form_fails_the_job_and_creates_nothing(node: Node) -> None:
@@ -390,6 +468,9 @@ def test_create_form_offers_only_what_the_node_has(admin_client: Client, node: N
     assert 'value="isos/debian-12.iso"' in html
     assert 'value="default/base.qcow2"' in html
     assert 'value="network:lan"' in html and 'value="bridge:br0"' in html
+    assert "bridge vpnbr0 (MTU 1400: the NIC gets mtu.size=1400)" in html
+    assert "libvirt network overlay (MTU 1400: the NIC gets mtu.size=1400)" in html
+    assert "bridge br0 (MTU" not in html and "libvirt network lan (MTU" not in html
     assert 'value="isos/base.qcow2"' not in html
     assert "csrfmiddlewaretoken" in html
 

@@ -68,6 +68,16 @@ def test_import_pxe_bridge_port_and_raw() -> None:
         build_argv(spec(media="floppy"), URI)
 
 
+def test_nic_mtu_is_a_suboption_of_the_one_network_argument() -> None:
+    argv = build_argv(spec(network="", bridge="labbr0", nic_mtu=1400), URI)
+    assert argv[argv.index("--network") + 1] == "bridge=labbr0,model=virtio,mtu.size=1400"
+    assert argv.count("--network") == 1
+    argv = build_argv(spec(network="overlay", nic_mtu=1400), URI)
+    assert argv[argv.index("--network") + 1] == "network=overlay,model=virtio,mtu.size=1400"
+    assert not any("mtu" in a for a in build_argv(spec(), URI))  # no MTU: virt-install's default
+    assert "none" in build_argv(spec(network="", nic_mtu=1400), URI)  # no NIC, no MTU
+
+
 def test_password_is_masked() -> None:
     argv = masked_argv(build_argv(spec(), URI), "s3cretPW")
     assert not any("s3cretPW" in a for a in argv)

@@ -70,6 +70,10 @@ class NodeOptions:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
     bridges: list[str] = field(default_factory=list)
+    #: MTU per network / bridge where the facts know it (facts read before MTUs were
+    #: recorded have none: the MTU is then unknown here and read live by the job).
+    network_mtus: dict[str, int] = field(default_factory=dict)
+    bridge_mtus: dict[str, int] = field(default_factory=dict)
     cpus: int = 0
     memory_free_mib: int = 0
 
@@ -89,11 +93,26 @@ class NodeOptions:
             ],
             networks=[n["name"] for n in facts.get("networks", []) if n.get("active")],
             bridges=list(facts.get("bridges", [])),
+            network_mtus={
+                n["name"]: n["mtu"]
+                for n in facts.get("networks", [])
+                if isinstance(n.get("mtu"), int)
+            },
+            bridge_mtus={
+                name: mtu
+                for name, mtu in (facts.get("bridge_mtus") or {}).items()
+                if isinstance(mtu, int)
+            },
             cpus=int(facts.get("cpus") or 0),
             memory_free_mib=_memory_limit(
                 facts.get("memory_free_mib"), facts.get("memory_total_mib")
             ),
         )
+
+    def nic_mtu(self, network: str = "", bridge: str = "") -> int | None:
+        """The MTU a new NIC on that network or bridge gets (None: the default 1500)."""
+        mtus, name = (self.network_mtus, network) if network else (self.bridge_mtus, bridge)
+        return nic_mtu_for(mtus.get(name))
 
     def pool(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.pools if p.get("name") == name), None)
@@ -101,6 +120,18 @@ class NodeOptions:
     def pool_has(self, pool: str, volume: str) -> bool:
         facts_vols = [*self.volumes, *self.isos]
         return any(v["pool"] == pool and v["name"] == volume for v in facts_vols)
+
+
+def nic_mtu_for(link_mtu: int | None) -> int | None:
+    """A new NIC's MTU on a link with ``link_mtu``: set only when the link's is lower.
+
+    A bridge carrying a bridged VPN overlay has the tunnel's MTU (1400 by default);
+    a guest sending 1500-byte frames there has its large packets dropped. With
+    ``<mtu size=…/>`` on a virtio NIC the guest's driver takes that MTU itself.
+    """
+    if link_mtu is not None and 0 < link_mtu < hv_networks.DEFAULT_MTU:
+        return link_mtu
+    return None
 
 
 def _memory_limit(free_mib: Any, total_mib: Any) -> int:
@@ -412,7 +443,26 @@ def _live_check(node: Node, p: dict[str, Any]) -> str:
     return iso_path
 
 
-def _spec(node: Node, p: dict[str, Any], iso_path: str) -> virtinstall.CreateSpec:
+def _live_nic_mtu(ctx: JobContext, node: Node, p: dict[str, Any]) -> int | None:
+    """The new NIC's MTU from the node's network or bridge as it is now; logged."""
+    if not (p["network"] or p["bridge"]):
+        return None
+    kind, name = ("network", p["network"]) if p["network"] else ("bridge", p["bridge"])
+    link_mtu = hv_networks.link_mtus(node.uri).of(kind, name)
+    mtu = nic_mtu_for(link_mtu)
+    if mtu is not None:
+        ctx.log(
+            f"{kind} {name} on {node.name} has MTU {link_mtu}: the NIC gets mtu.size={mtu} "
+            "(a virtio guest takes it as its own MTU, so it never sends larger frames)"
+        )
+    elif link_mtu is None:
+        ctx.log(f"the MTU of {kind} {name} on {node.name} is unknown; the NIC keeps the default")
+    return mtu
+
+
+def _spec(
+    node: Node, p: dict[str, Any], iso_path: str, nic_mtu: int | None = None
+) -> virtinstall.CreateSpec:
     return virtinstall.CreateSpec(
         name=p["name"],
         uuid=str(uuidlib.uuid4()),
@@ -430,6 +480,7 @@ def _spec(node: Node, p: dict[str, Any], iso_path: str) -> virtinstall.CreateSpe
         else "",
         network=p["network"],
         bridge=p["bridge"],
+        nic_mtu=nic_mtu,
         vnc_listen=vnc_listen_address(node),
         vnc_port=p["vnc_port"],
         vnc_password=vncsecret.generate_password(),
@@ -504,6 +555,7 @@ def run_create(ctx: JobContext) -> None:
     ctx.progress(5, step="checking the node")
     try:
         iso_path = _live_check(node, params)
+        nic_mtu = _live_nic_mtu(ctx, node, params)
     except HypervisorError as exc:
         raise HypervisorError(
             f"could not check node {node.name} before creating: {exc.message} Nothing was created.",
@@ -511,7 +563,7 @@ def run_create(ctx: JobContext) -> None:
             uri=exc.uri,
         ) from exc
     ctx.check_abort()
-    spec = _spec(node, params, iso_path)
+    spec = _spec(node, params, iso_path, nic_mtu)
     ctx.set_command(
         virtinstall.masked_argv(virtinstall.build_argv(spec, node.uri), spec.vnc_password)
     )
