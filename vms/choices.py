@@ -44,3 +44,8 @@ class JobKind(models.TextChoices):
     REBOOT = "reboot", "reboot"
     DELETE = "delete", "delete VM"
     MIGRATE = "migrate", "migrate"
+    # OpenVPN on a tunnel member (vpn/jobs.py); the target reads "tunnel t1 on node2".
+    VPN_UP = "vpn_up", "VPN up"
+    VPN_START = "vpn_start", "VPN start"
+    VPN_STOP = "vpn_stop", "VPN stop"
+    VPN_RESTART = "vpn_restart", "VPN restart"

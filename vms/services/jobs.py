@@ -49,6 +49,11 @@ HANDLERS: dict[str, str] = {
     JobKind.REBOOT: "vms.services.lifecycle.run_reboot",
     JobKind.DELETE: "vms.services.lifecycle.run_delete",
     JobKind.MIGRATE: "vms.services.migration.run_migrate",
+    # By name, so vms never imports vpn (vpn.jobs imports this module).
+    JobKind.VPN_UP: "vpn.jobs.run_action",
+    JobKind.VPN_START: "vpn.jobs.run_action",
+    JobKind.VPN_STOP: "vpn.jobs.run_action",
+    JobKind.VPN_RESTART: "vpn.jobs.run_action",
 }
 
 
@@ -64,6 +69,17 @@ class JobAborted(Exception):
     """Raised inside a handler when an admin asked to abort."""
 
 
+class JobFailed(Exception):
+    """A handler's expected failure: ``message`` becomes the job's error, with no traceback.
+
+    For failures of systems other than libvirt (``HypervisorError``), e.g. OpenVPN.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def lock_key_for(vm: VirtualMachine | None, name: str) -> str:
     return f"vm:{vm.uuid}" if vm is not None else f"vmname:{name}"
 
@@ -76,14 +92,16 @@ def submit(
     vm: VirtualMachine | None = None,
     node: Node | None = None,
     params: dict[str, Any] | None = None,
+    lock_key: str | None = None,
 ) -> Job:
     """Create a queued job and hand it to a worker once the transaction commits.
 
-    Raises ``JobConflict`` when the VM (or, for a VM being created, its name)
-    already has a queued or running job: the database's partial unique index
-    decides, so concurrent submissions cannot both win.
+    Raises ``JobConflict`` when the VM (or, for a VM being created, its name;
+    or whatever ``lock_key`` names, e.g. ``vpn:<tunnel>``) already has a queued
+    or running job: the database's partial unique index decides, so concurrent
+    submissions cannot both win.
     """
-    lock_key = lock_key_for(vm, target_name)
+    lock_key = lock_key or lock_key_for(vm, target_name)
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -216,7 +234,7 @@ def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) ->
         ctx.log(f"aborted: {exc}")
         _finish(job.pk, JobStatus.ABORTED, error=str(exc))
         return JobStatus.ABORTED
-    except HypervisorError as exc:
+    except (HypervisorError, JobFailed) as exc:
         ctx.log(f"failed: {exc.message}")
         _finish(job.pk, JobStatus.FAILED, error=exc.message)
         return JobStatus.FAILED

@@ -30,12 +30,12 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps([job_as_dict(j) for j in rows], indent=2))
             return
         self.stdout.write(
-            f"{'ID':>5}  {'KIND':<10} {'TARGET':<24} {'STATUS':<10} {'PROG':>4}  {'TIME':>7}  ERROR"
+            f"{'ID':>5}  {'KIND':<11} {'TARGET':<24} {'STATUS':<10} {'PROG':>4}  {'TIME':>7}  ERROR"
         )
         for job in rows:
             duration = job.duration_seconds
             took = f"{duration:6.1f}s" if duration is not None else "      -"
             self.stdout.write(
-                f"{job.pk:>5}  {job.kind:<10} {job.target_name[:24]:<24} {job.status:<10} "
+                f"{job.pk:>5}  {job.kind:<11} {job.target_name[:24]:<24} {job.status:<10} "
                 f"{job.progress:>3}%  {took}  {job.error[:80]}"
             )
