@@ -1,8 +1,13 @@
-"""``manage.py vpn``: create tunnels, add nodes, bring tunnels up/down, show status."""
+"""``manage.py vpn``: create tunnels, add nodes, bring tunnels up/down, show status.
+
+``up``, ``start``, ``stop`` and ``restart`` submit a job (``vpn.jobs``) and, unless
+``--no-wait``, follow it like ``manage.py job N --follow``: its log lines, then
+its final status, exiting non-zero unless it succeeded.
+"""
 
 from __future__ import annotations
 
-from argparse import ArgumentParser
+from argparse import ArgumentParser, BooleanOptionalAction
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -12,7 +17,9 @@ from kvmmgr import audit
 from kvmmgr.access import Permission
 from kvmmgr.cli import acting
 from nodes.hypervisor.errors import HypervisorError
-from vpn import services
+from vms.management.commands._jobcli import finish
+from vms.services.jobs import JobConflict
+from vpn import jobs, services
 from vpn.models import Tunnel, TunnelMember
 
 
@@ -36,13 +43,26 @@ class Command(BaseCommand):
         add.add_argument("tunnel")
         add.add_argument("node")
         add.add_argument("--control-uri", default="", help="out-of-band qemu+ssh URI")
-        for action in ("up", "start", "stop", "restart", "renew", "revoke"):
+        for action in jobs.ACTIONS:
+            job = sub.add_parser(action, help=f"{action} the node's OpenVPN, as a job")
+            job.add_argument("node")
+            job.add_argument(
+                "--wait",
+                action=BooleanOptionalAction,
+                default=True,
+                help="follow the job until it ends (default); --no-wait only queues it",
+            )
+            job.add_argument("--json", action="store_true", help="print the job as JSON")
+        for action in ("renew", "revoke"):
             sub.add_parser(action).add_argument("node")
         status = sub.add_parser("status", help="read every (or one) node's tunnel status")
         status.add_argument("node", nargs="?")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         action = opts["action"]
+        if action in jobs.ACTIONS:
+            self._submit(action, opts)
+            return
         if action != "status":
             # Changing a tunnel is an admin's action, recorded like every other.
             target = opts.get("node") or opts.get("name") or opts.get("tunnel") or ""
@@ -53,6 +73,16 @@ class Command(BaseCommand):
                 self._change(action, opts)
             return
         self._change(action, opts)
+
+    def _submit(self, action: str, opts: dict[str, Any]) -> None:
+        try:
+            with acting() as actor:
+                job = jobs.request_action(opts["node"], action, actor)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        except JobConflict as exc:
+            raise CommandError(str(exc)) from exc
+        finish(job, opts, self.stdout)
 
     def _change(self, action: str, opts: dict[str, Any]) -> None:
         try:
@@ -78,11 +108,6 @@ class Command(BaseCommand):
                     tunnel, services.get_node(opts["node"]), control_uri=opts["control_uri"]
                 )
                 self.stdout.write(f"{member.node.name} added, tunnel address {member.address}")
-            elif action == "up":
-                for line in services.up(opts["node"]):
-                    self.stdout.write(line)
-            elif action in ("start", "stop", "restart"):
-                self.stdout.write(getattr(services, action)(opts["node"]))
             elif action == "renew":
                 member = services.renew_certificate(opts["node"])
                 self.stdout.write(f"{member.node.name}: new certificate {member.cert_serial}; "
