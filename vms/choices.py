@@ -49,3 +49,7 @@ class JobKind(models.TextChoices):
     VPN_START = "vpn_start", "VPN start"
     VPN_STOP = "vpn_stop", "VPN stop"
     VPN_RESTART = "vpn_restart", "VPN restart"
+
+    @classmethod
+    def vpn(cls) -> tuple[str, ...]:
+        return (cls.VPN_UP, cls.VPN_START, cls.VPN_STOP, cls.VPN_RESTART)

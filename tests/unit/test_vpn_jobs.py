@@ -7,6 +7,7 @@ loopback addresses, so ssh is refused at once and no packet leaves the machine.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -16,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from kvmmgr.models import AuditEntry, Role
 from tests.conftest import client_for, make_user
@@ -201,3 +203,17 @@ def test_vpn_command_waits_prints_the_log_and_fails_non_zero(
     assert "$ manage.py vpn stop nat2" in out and "nat2: VPN error" in out
     job = Job.objects.get()
     assert f"job {job.pk} failed: nat2: 127.0.0.2 is unreachable" in out
+
+
+def test_reaper_points_a_dead_vpn_job_at_the_tunnel(tunnel: Tunnel, settings) -> None:
+    settings.KVMMGR_JOB_STALE_AFTER = 60
+    job = jobs.request_action("nat2", "up", actor())
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert runner.reap_stale_jobs() == [job.pk]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.error.endswith("check the tunnel's state (manage.py vpn status)")
+    # The tunnel is free again.
+    assert jobs.request_action("nat1", "start", actor()).status == JobStatus.QUEUED

@@ -279,14 +279,19 @@ def reap_stale_jobs() -> list[int]:
     limit = timezone.now() - timedelta(seconds=settings.KVMMGR_JOB_STALE_AFTER)
     stale = list(
         Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=limit).values_list(
-            "pk", "node_id", "heartbeat_at"
+            "pk", "node_id", "heartbeat_at", "kind"
         )
     )
     reaped = []
-    for job_id, node_id, heartbeat in stale:
+    for job_id, node_id, heartbeat, kind in stale:
+        what = (
+            "the tunnel's state (manage.py vpn status)"
+            if kind in JobKind.vpn()
+            else "the VM's state on its node"
+        )
         message = (
             f"the worker running this job stopped (last heartbeat "
-            f"{heartbeat:%Y-%m-%d %H:%M:%S} UTC); check the VM's state on its node"
+            f"{heartbeat:%Y-%m-%d %H:%M:%S} UTC); check {what}"
         )
         updated = Job.objects.filter(
             pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=limit
