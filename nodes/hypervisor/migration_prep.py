@@ -17,6 +17,7 @@ import libvirt
 
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.errors import HypervisorError
+from nodes.hypervisor.networks import DEFAULT_MTU, link_mtus
 from nodes.hypervisor.states import state_from_libvirt
 from nodes.hypervisor.xml import parse_domain_devices
 from vms.choices import VMState
@@ -148,6 +149,47 @@ def cpu_compatible(dest_uri: str, domain_xml_text: str) -> tuple[bool, str]:
     if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
         return False, "the destination's CPU lacks features the VM's CPU model needs"
     return True, "CPU model supported by the destination"
+
+
+@dataclass(frozen=True)
+class NicMtuMismatch:
+    """A VM NIC whose frames are larger than its network's or bridge's MTU on a node."""
+
+    mac: str
+    kind: str  # network or bridge
+    link: str
+    nic_mtu: int  # the NIC's <mtu>, or 1500 when it has none
+    nic_mtu_set: bool
+    link_mtu: int
+
+
+def nic_mtu_mismatches(dest_uri: str, domain_xml_text: str) -> list[NicMtuMismatch]:
+    """The domain's NICs that would send frames larger than the destination's link takes.
+
+    A bridge carrying a bridged VPN overlay runs at the tunnel's MTU (1400 by
+    default); a guest NIC without ``<mtu>`` sends 1500-byte frames, and the
+    bridge drops what does not fit. Links whose MTU libvirt does not tell, and
+    links the destination does not have, are not judged here.
+    """
+    nics = [
+        nic
+        for nic in parse_domain_devices(domain_xml_text).nics
+        if nic.type in ("network", "bridge") and nic.source
+    ]
+    if not nics:
+        return []
+    mtus = link_mtus(dest_uri)
+    found = []
+    for nic in nics:
+        link_mtu = mtus.of(nic.type, nic.source)
+        nic_mtu = nic.mtu or DEFAULT_MTU
+        if link_mtu is not None and link_mtu < nic_mtu:
+            found.append(
+                NicMtuMismatch(
+                    nic.mac, nic.type, nic.source, nic_mtu, nic.mtu is not None, link_mtu
+                )
+            )
+    return found
 
 
 def resume_if_paused(uri: str, uuid: str) -> bool:

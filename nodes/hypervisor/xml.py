@@ -117,6 +117,7 @@ class NicDevice:
     type: str  # network, bridge, direct, user…
     source: str
     model: str
+    mtu: int | None = None  # the NIC's own <mtu size=…/>; None: the link's default (1500)
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,17 @@ def _nic(element: ET.Element) -> NicDevice:
     source = element.find("source")
     model = element.find("model")
     nic_type = element.get("type", "")
+    mtu_el = element.find("mtu")
     source_name = ""
     if source is not None:
         source_name = source.get("network") or source.get("bridge") or source.get("dev") or ""
+    mtu = mtu_el.get("size", "") if mtu_el is not None else ""
     return NicDevice(
         mac=mac.get("address", "") if mac is not None else "",
         type=nic_type,
         source=source_name,
         model=model.get("type", "") if model is not None else "",
+        mtu=int(mtu) if mtu.isdigit() and int(mtu) > 0 else None,
     )
 
 

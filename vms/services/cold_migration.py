@@ -31,6 +31,7 @@ def run_cold(
         check_disk_placement,
         create_volumes,
         remove_created_volumes,
+        warn_nic_mtus,
     )
 
     uuid = str(vm.uuid)
@@ -53,6 +54,7 @@ def run_cold(
     )
     ctx.progress(1, phase="pre-checks")
     plans = check_disk_placement(ctx, vm, source, dest)
+    warn_nic_mtus(ctx, dest, prep.domain_xml(source.uri, uuid))
     total = sum(plan.disk.capacity_bytes for plan in plans)
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can move from {source.name} to {dest.name} while stopped")

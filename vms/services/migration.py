@@ -231,8 +231,10 @@ def _prechecks(
         free >= vm.memory_mib,
         f"{free} MiB free on {dest.name}, the VM needs {vm.memory_mib} MiB",
     )
-    ok, detail = prep.cpu_compatible(dest.uri, prep.domain_xml(source.uri, str(vm.uuid)))
+    domain_xml = prep.domain_xml(source.uri, str(vm.uuid))
+    ok, detail = prep.cpu_compatible(dest.uri, domain_xml)
     check(ctx, "CPU compatibility", ok, detail)
+    warn_nic_mtus(ctx, dest, domain_xml)
     path, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
     for line in installed:
         ctx.log(f"trust: {line}")
@@ -253,6 +255,23 @@ def _prechecks(
         )
     ctx.check_abort()
     return plans
+
+
+def warn_nic_mtus(ctx: JobContext, dest: Node, domain_xml: str) -> None:
+    """Warn (never refuse) when a NIC's frames are larger than its link's MTU on ``dest``.
+
+    The migration itself works and small packets still pass; large ones vanish,
+    typically on a bridge that carries a bridged VPN overlay. The fix is the NIC's
+    own ``<mtu>`` (a virtio guest takes it when the VM next starts) or DHCP option 26.
+    """
+    for nic in prep.nic_mtu_mismatches(dest.uri, domain_xml):
+        ctx.log(
+            f"WARNING: {nic.kind} {nic.link} on {dest.name} has MTU {nic.link_mtu}, the VM's "
+            f"NIC {nic.mac} sends {nic.nic_mtu}-byte frames"
+            + ("" if nic.nic_mtu_set else " (it has no <mtu>)")
+            + f": large packets will be dropped; set <mtu size='{nic.link_mtu}'/> on that "
+            "interface (or give the guest that MTU by DHCP option 26)"
+        )
 
 
 def create_volumes(ctx: JobContext, dest: Node, plans: list[prep.DestinationVolume]) -> None:
