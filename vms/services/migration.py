@@ -264,7 +264,12 @@ def warn_nic_mtus(ctx: JobContext, dest: Node, domain_xml: str) -> None:
     typically on a bridge that carries a bridged VPN overlay. The fix is the NIC's
     own ``<mtu>`` (a virtio guest takes it when the VM next starts) or DHCP option 26.
     """
-    for nic in prep.nic_mtu_mismatches(dest.uri, domain_xml):
+    try:
+        mismatches = prep.nic_mtu_mismatches(dest.uri, domain_xml)
+    except HypervisorError as exc:  # a warning's own failure must not stop the migration
+        ctx.log(f"could not compare the VM's NIC MTUs with {dest.name}'s links: {exc.message}")
+        return
+    for nic in mismatches:
         ctx.log(
             f"WARNING: {nic.kind} {nic.link} on {dest.name} has MTU {nic.link_mtu}, the VM's "
             f"NIC {nic.mac} sends {nic.nic_mtu}-byte frames"
