@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.test import Client
+from django.urls import reverse
+
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor.xml import parse_domain_devices
-from tests.factories import make_node
+from tests.factories import make_node, make_vm
 from vms.choices import JobKind
 from vms.models import Job
 from vms.services.jobs import JobContext
@@ -96,3 +99,15 @@ def test_the_migration_job_warns_but_goes_on(db: None, tmp_path: Path) -> None:
     warn_nic_mtus(ctx, dest, domain(nic("bridge", "labbr0", "52:54:00:00:00:01", 1400)))
     job.refresh_from_db()
     assert job.log == before  # a NIC that fits: nothing to say
+
+
+def test_the_vm_page_shows_each_nics_mtu(admin_client: Client) -> None:
+    xml = domain(nic("bridge", "labbr0", "52:54:00:00:00:01", 1400), nic("network", "lan", "m2"))
+    vm = make_vm(make_node(), xml_summary=parse_domain_devices(xml).as_dict())
+    html = admin_client.get(reverse("vms:vm_detail", args=[vm.uuid])).content.decode()
+    assert "<td>1400</td>" in html and "<td>default (1500)</td>" in html
+    # A summary stored before NIC MTUs were parsed has no "mtu": the default is shown.
+    old = {**vm.xml_summary, "nics": [{"mac": "m3", "type": "bridge", "source": "br0"}]}
+    type(vm).objects.filter(pk=vm.pk).update(xml_summary=old)
+    html = admin_client.get(reverse("vms:vm_detail", args=[vm.uuid])).content.decode()
+    assert "<td>default (1500)</td>" in html
