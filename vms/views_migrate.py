@@ -23,6 +23,7 @@ OPTION_FIELDS = (
     "postcopy",
     "parallel_connections",
     "completion_timeout_s",
+    "stall_timeout_s",
     "timeout_policy",
     "keep_source_disks",
     "check_only",

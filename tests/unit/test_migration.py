@@ -12,7 +12,12 @@ from nodes.services.trust import display_peer_uri, peer_uri
 from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus, VMState
 from vms.services.jobs import JobConflict
-from vms.services.migration import MigrationOptions, parse_options, request_migration
+from vms.services.migration import (
+    MigrationOptions,
+    StallWatch,
+    parse_options,
+    request_migration,
+)
 
 
 def _online(name: str, host: str = "127.0.0.1", **fields: object):
@@ -48,6 +53,8 @@ def test_defaults_and_valid_options() -> None:
         ({"timeout_policy": "postcopy"}, "timeout_policy", "post-copy enabled"),
         ({"postcopy": True, "compressed": True}, "compressed", "refuses compression"),
         ({"parallel_connections": "99"}, "parallel_connections", "between"),
+        ({"stall_timeout_s": "2"}, "stall_timeout_s", "between 5"),
+        ({"stall_timeout_s": "soon"}, "stall_timeout_s", "whole number"),
     ],
 )
 def test_bad_options_are_refused(data: dict, field: str, fragment: str) -> None:
@@ -250,3 +257,19 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
     assert response.status_code == 302
     assert Job.objects.get(pk=job.pk).postcopy_requested
     assert admin_client.get(reverse("vms:job_postcopy", args=[job.pk])).status_code == 405
+
+
+def test_stall_watch_gives_up_only_after_no_data_moved_for_the_timeout() -> None:
+    watch = StallWatch(timeout_s=30)
+    assert parse_options({}).stall_timeout_s == 30
+    # Slow but moving (1 KiB every 10 s) never counts as a stall.
+    for second in range(0, 120, 10):
+        assert watch.observe(second, 5 * 1024 * 1024 + second * 1024) == ""
+    frozen = watch.last_bytes
+    assert watch.observe(139, frozen) == ""  # 29 s of silence: not yet
+    reason = watch.observe(141, frozen)
+    assert reason.startswith("no data moved for 31 s (stall timeout 30 s) after 5 MiB")
+    assert "link to the destination is down" in reason
+    # Any movement resets the clock.
+    assert watch.observe(142, frozen + 1) == ""
+    assert watch.observe(171, frozen + 1) == ""

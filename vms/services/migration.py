@@ -48,6 +48,7 @@ class MigrationOptions:
     compressed: bool = False
     postcopy: bool = False
     completion_timeout_s: int = 300
+    stall_timeout_s: int = 30
     timeout_policy: str = TimeoutPolicy.ABORT
     keep_source_disks: bool = False
     parallel_connections: int = 0
@@ -101,6 +102,9 @@ def parse_options(data: dict[str, Any]) -> MigrationOptions:
             low=10,
             high=86_400,
             errors=errors,
+        ),
+        stall_timeout_s=_int(
+            data, "stall_timeout_s", "Stall timeout (s)", low=5, high=3_600, errors=errors
         ),
         timeout_policy=str(data.get("timeout_policy") or TimeoutPolicy.ABORT),
         keep_source_disks=_bool(data, "keep_source_disks"),
@@ -338,8 +342,39 @@ def request_postcopy(job: Job, actor: Actor) -> None:
             raise ValidationError(f"Job {job.pk} is not running.")
 
 
+class MigrationStalled(HypervisorError):
+    """No data moved towards the destination for longer than the stall timeout."""
+
+
+@dataclass
+class StallWatch:
+    """Notices a migration that stopped moving data (a cut link, a dead tunnel).
+
+    libvirt and QEMU wait on a dead TCP connection for many minutes; the job
+    gives up after ``timeout_s`` seconds without a single byte moved, so the
+    VM's fate is decided (it stays on the source) while the admin still looks.
+    """
+
+    timeout_s: float
+    last_bytes: int = -1
+    last_change_s: float = 0.0
+
+    def observe(self, elapsed_s: float, data_processed: int) -> str:
+        """Returns why the migration counts as stalled, or ''."""
+        if data_processed != self.last_bytes:
+            self.last_bytes, self.last_change_s = data_processed, elapsed_s
+            return ""
+        idle = elapsed_s - self.last_change_s
+        if idle < self.timeout_s:
+            return ""
+        return (
+            f"no data moved for {idle:.0f} s (stall timeout {self.timeout_s:g} s) after "
+            f"{data_processed // MIB} MiB: the link to the destination is down or blocked"
+        )
+
+
 def _poller(
-    ctx: JobContext, policy: ConvergencePolicy
+    ctx: JobContext, policy: ConvergencePolicy, stall: StallWatch
 ) -> Callable[[hv.MigrationStats, hv.MigrationControl], None]:
     state = {"started": False}
 
@@ -349,6 +384,10 @@ def _poller(
                 control.set_max_downtime(action.downtime_ms)
             state["started"] = True
         ctx.check_abort()
+        stalled = stall.observe(stats.elapsed_ms / 1000, stats.data_processed)
+        if stalled:
+            ctx.log(f"stalled: {stalled}; aborting, the VM stays on the source")
+            raise MigrationStalled(stalled, retryable=True)
         if (
             not control.postcopy_started
             and Job.objects.filter(pk=ctx.job.pk, postcopy_requested=True).exists()
@@ -421,13 +460,13 @@ def run_migrate(ctx: JobContext) -> None:
         ctx.progress(5, phase="starting migration")
         outcome = hv.run_migration(
             request,
-            _poller(ctx, policy),
+            _poller(ctx, policy, StallWatch(options.stall_timeout_s)),
             abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
         )
     except HypervisorError as exc:
         if not _moved_anyway(vm, source, dest):
             _after_failure(ctx, vm, source, dest)
-            raise _explain_link_loss(exc, dest) from exc
+            raise _explain_link_loss(exc, source, dest) from exc
         # libvirt reported an error at the very end, but the VM did move: say so
         # and finish the job as the success it is (disks, inventory, figures).
         ctx.log(
@@ -452,13 +491,33 @@ _LINK_LOSS = (
 )
 
 
-def _explain_link_loss(exc: HypervisorError, dest: Node) -> HypervisorError:
-    """Name the tunnel when the destination is reached through one and the link broke."""
-    from vpn.services import tunnel_of_address
+def _explain_link_loss(exc: HypervisorError, source: Node, dest: Node) -> HypervisorError:
+    """Name the tunnel when the destination is reached through one and it is down.
+
+    The tunnel's members are asked afresh (management interface, over their
+    control path): a stopped or disconnected tunnel is reported as "VPN down"
+    whatever libvirt's own words were. When the tunnel looks up but libvirt
+    reported a broken connection, the message still names the tunnel.
+    """
+    from vpn.services import tunnel_of_address, tunnel_problem
 
     address = dest.effective_migration_address
     tunnel = tunnel_of_address(address)
-    if not tunnel or not any(marker in exc.message.lower() for marker in _LINK_LOSS):
+    if not tunnel:
+        return exc
+    try:
+        problem = tunnel_problem([source, dest])
+    except Exception as probe_exc:  # a diagnosis must never hide the failure itself
+        log.warning("could not read the state of tunnel %s: %s", tunnel, probe_exc)
+        problem = ""
+    if problem:
+        return HypervisorError(
+            f"{problem}. The migration to {dest.name} at {address} broke ({exc.message}); "
+            f"the VM stays on {source.name}.",
+            retryable=True,
+            uri=exc.uri,
+        )
+    if not any(marker in exc.message.lower() for marker in _LINK_LOSS):
         return exc
     return HypervisorError(
         f"VPN down or link lost: {dest.name} is reached at {address} through tunnel "

@@ -33,6 +33,12 @@ class Command(BaseCommand):
         parser.add_argument("--parallel", type=str, default="", help="parallel connections")
         parser.add_argument("--timeout", type=str, default="", help="completion timeout, s")
         parser.add_argument(
+            "--stall-timeout",
+            type=str,
+            default="",
+            help="give up when no data moved for this many seconds (default 30)",
+        )
+        parser.add_argument(
             "--timeout-policy", choices=[p.value for p in TimeoutPolicy], default="abort"
         )
         parser.add_argument("--keep-source-disks", action="store_true")
@@ -54,6 +60,7 @@ class Command(BaseCommand):
                     "postcopy": opts["postcopy"],
                     "parallel_connections": opts["parallel"],
                     "completion_timeout_s": opts["timeout"],
+                    "stall_timeout_s": opts["stall_timeout"],
                     "timeout_policy": opts["timeout_policy"],
                     "keep_source_disks": opts["keep_source_disks"],
                     "check_only": opts["check"],
