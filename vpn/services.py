@@ -482,3 +482,39 @@ def tunnel_of_address(address: str) -> str:
         if ip in parse_cidr(tunnel.subnet):
             return tunnel.name
     return ""
+
+
+_STATE_WORDS = {
+    VpnState.DOWN: "down",
+    VpnState.CONNECTING: "still connecting",
+    VpnState.ERROR: "in error",
+    VpnState.UNKNOWN: "in an unknown state",
+}
+
+
+def tunnel_problem(nodes: list[Node]) -> str:
+    """Why the tunnel joining these nodes is not usable right now, or '' when it is.
+
+    Asked after a migration between tunnel members failed: each member's state is
+    read afresh from its management interface (through its control path), and
+    the first member that is not up, or a server that no longer lists the other
+    nodes as connected peers, is named.
+    """
+    members = list(TunnelMember.objects.select_related("tunnel", "node").filter(node__in=nodes))
+    for member in sorted(members, key=lambda m: not m.is_server):
+        fresh = refresh_status(member)
+        if fresh.state != VpnState.UP:
+            return (
+                f"VPN down: tunnel {member.tunnel.name} is {_STATE_WORDS[fresh.state]} on "
+                f"{member.node.name} ({fresh.state_reason})"
+            )
+        if fresh.is_server:
+            connected = {peer.get("name") for peer in fresh.peers}
+            for other in members:
+                if other.tunnel_id == fresh.tunnel_id and not other.is_server:
+                    if other.node.name not in connected:
+                        return (
+                            f"VPN down: {other.node.name} is not connected to tunnel "
+                            f"{fresh.tunnel.name} (server {fresh.node.name})"
+                        )
+    return ""
