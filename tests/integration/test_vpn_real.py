@@ -7,11 +7,14 @@ interface, and the migration runs through the product's migration job.
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from nodes.models import Node
 from tests.factories import actor
@@ -22,7 +25,8 @@ from tests.lab.node import LabNode, tcp_open
 from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration import parse_options, request_migration, run_migrate
+from vms.services.reconcile import reconcile_all
 from vpn import services
 from vpn.choices import VpnState
 from vpn.models import TunnelMember
@@ -131,3 +135,81 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     assert client.status_label == "online"
     services.stop(client)
     services.stop(server)
+
+
+def _source_job_type(node: LabNode, name: str) -> str:
+    try:
+        out = node.virsh("domjobinfo", name, timeout=10).stdout
+    except subprocess.TimeoutExpired:
+        return "busy"  # libvirtd answers slowly while it unwinds the migration
+    match = re.search(r"Job type:\s+(\w+)", out)
+    return match.group(1) if match else ""
+
+
+@pytest.mark.django_db
+@override_settings(KVMMGR_MIGRATION_ABORT_WAIT=15)
+def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
+    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+) -> None:
+    """The tunnel goes down while the disk is being copied to the other side of it."""
+    vpn1, nat2 = nat_nodes
+    server, client = _node(vpn1), _node(nat2)
+    tunnel = services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
+    services.add_client(tunnel, client)
+    name = f"vcut{int(time.time() * 1000) % 100000}"
+    disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
+    try:
+        services.up(client)
+        client.refresh_from_db()
+        guest, _ = lab.boot_guest(nat2, name, timeout=90, disk_mib=64)
+        assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
+        vm = VirtualMachine.objects.get(uuid=guest.uuid)
+        # 1 MiB/s keeps the copy going long enough to pull the tunnel from under it.
+        job = request_migration(vm, server, parse_options({"bandwidth_mib_s": 1}), actor())
+        stopped: list[str] = []
+
+        def stop_tunnel_when_copying(ctx: jobs.JobContext) -> None:
+            original = ctx.progress
+
+            def progress(percent: int, **detail: object) -> None:
+                original(percent, **detail)
+                copied = detail.get("data_processed") or 0
+                if not stopped and isinstance(copied, int) and copied > 512 * 1024:
+                    stopped.append(services.stop(server))
+
+            ctx.progress = progress  # type: ignore[method-assign]
+            run_migrate(ctx)
+
+        started = time.monotonic()
+        status = jobs.execute(job.pk, handler=stop_tunnel_when_copying)
+        failed_after = time.monotonic() - started
+        job.refresh_from_db()
+        assert stopped == ["vpn1: OpenVPN stopped"], (stopped, job.log)
+        assert status == JobStatus.FAILED, job.log
+        assert job.error.startswith("VPN down: tunnel t1 is down on vpn1"), job.error
+        assert "the VM stays on nat2" in job.error, job.error
+        print(f"VPN-CUT failed after {failed_after:.1f}s: {job.error}")
+
+        # libvirt unwinds the cancelled migration; the VM keeps running on the source.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _source_job_type(nat2, name) not in ("None", ""):
+            time.sleep(1)
+        assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
+        before = max(_alive_counts(guest.serial_log), default=0)
+        assert _wait_alive_after(guest.serial_log, before) > before  # still alive there
+        assert vpn1.virsh("domstate", name).returncode != 0  # no copy left on vpn1
+        # Nothing the job created stays on the destination (the job or the reconciler).
+        deadline = time.monotonic() + 60
+        while vpn1.host_path(disk).exists() and time.monotonic() < deadline:
+            reconcile_all()
+            time.sleep(2)
+        assert not vpn1.host_path(disk).exists()
+        assert nat2.host_path(disk).exists()
+        vm.refresh_from_db()
+        assert vm.node_id == client.pk
+    finally:
+        services.stop(client)
+        services.stop(server)
+        nat2.virsh("destroy", name)
+        nat2.virsh("undefine", name, "--remove-all-storage")
+        vpn1.virsh("vol-delete", f"{name}.qcow2", "--pool", "default")
