@@ -167,6 +167,53 @@ def test_dry_run_and_prechecks_change_nothing(
         lab_node2.virsh("vol-delete", f"{migrating_guest.name}.qcow2", "--pool", "default")
 
 
+def _link_mtu(node: LabNode, device: str) -> int | None:
+    """The device's MTU in the node's netns, or None when it does not exist."""
+    proc = subprocess.run(
+        ["ip", "-n", node.netns, "-o", "link", "show", device],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    words = proc.stdout.split()
+    return int(words[words.index("mtu") + 1]) if proc.returncode == 0 else None
+
+
+def _ip(node: LabNode, *args: str) -> None:
+    subprocess.run(["ip", "-n", node.netns, *args], capture_output=True, timeout=10, check=True)
+
+
+@pytest.mark.django_db
+def test_dry_run_warns_when_the_destination_bridge_has_a_lower_mtu(
+    manager_ssh: Path, lab: Lab, lab_node: LabNode, lab_node2: LabNode
+) -> None:
+    """node2's labbr0 lowered to 1400 (as a bridged VPN overlay does): warned, not refused."""
+    lab_node.add_guest_bridge()
+    old_mtu = _link_mtu(lab_node2, "labbr0")
+    if old_mtu is None:
+        _ip(lab_node2, "link", "add", "labbr0", "type", "bridge")
+    _ip(lab_node2, "link", "set", "labbr0", "mtu", "1400", "up")
+    name = f"mtu{int(time.time() * 1000) % 100000}"
+    try:
+        lab.boot_guest(lab_node, name, timeout=90, bridge="labbr0")
+        _register(lab_node)
+        node2 = _register(lab_node2)
+        vm = VirtualMachine.objects.get(name=name)
+        job = _migrate(vm, node2, check_only=True)
+        assert job.status == JobStatus.SUCCEEDED, job.log
+        assert "WARNING: bridge labbr0 on node2 has MTU 1400, the VM's NIC " in job.log
+        assert (
+            "sends 1500-byte frames (it has no <mtu>): large packets will be dropped; "
+            "set <mtu size='1400'/>"
+        ) in job.log
+        assert "dry run" in job.log
+    finally:
+        lab_node.virsh("destroy", name)
+        lab_node.virsh("undefine", name)
+        if old_mtu is None:
+            _ip(lab_node2, "link", "del", "labbr0")
+        else:
+            _ip(lab_node2, "link", "set", "labbr0", "mtu", str(old_mtu))
+
+
 @pytest.mark.django_db
 def test_abort_mid_migration_leaves_vm_on_source(
     manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
