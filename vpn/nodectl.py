@@ -159,3 +159,31 @@ def addresses(remote: RemoteNode) -> list[tuple[str, str]]:
         if len(parts) >= 4 and parts[2] == "inet":
             found.append((parts[1], parts[3]))
     return found
+
+
+#: The UDP socket buffer the configs ask for (``sndbuf``/``rcvbuf`` in deploy/openvpn).
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def buffer_warnings(remote: RemoteNode) -> list[str]:
+    """Kernel limits that would cap OpenVPN's socket buffers below what the config asks.
+
+    The kernel silently caps ``SO_RCVBUF``/``SO_SNDBUF`` at ``net.core.rmem_max`` /
+    ``wmem_max`` (Debian's default is 208 KiB); with small buffers, migration
+    bursts are dropped at the UDP socket and TCP inside the tunnel stalls.
+    """
+    warnings = []
+    for name in ("rmem_max", "wmem_max"):
+        result = remote.run(["cat", f"/proc/sys/net/core/{name}"], timeout=10)
+        try:
+            value = int(result.stdout.strip())
+        except ValueError:
+            continue
+        if value < SOCKET_BUFFER_BYTES:
+            warnings.append(
+                f"{remote.name}: net.core.{name} is {value}, below the {SOCKET_BUFFER_BYTES} "
+                f"bytes OpenVPN asks for; raise it (sysctl -w net.core.{name}="
+                f"{SOCKET_BUFFER_BYTES}, and in /etc/sysctl.d/) or bulk migration traffic "
+                "is dropped at the tunnel's socket"
+            )
+    return warnings

@@ -315,6 +315,7 @@ def _up_one(member: TunnelMember, undo: list[Callable[[], None]], timeout: float
         backup = nodectl.install(remote, files)
         was_running = nodectl.running_pid(remote, tunnel) is not None
         lines.append(f"{member.node.name}: {len(backup.changed)} file(s) changed of {len(files)}")
+        lines += [f"WARNING: {warning}" for warning in nodectl.buffer_warnings(remote)]
 
         def rollback() -> None:
             with open_remote(member.node.name, member.effective_control_uri) as again:

@@ -127,6 +127,9 @@ def test_rendered_configs(two_nodes) -> None:
     client_conf = services._files(member)[0].content
     assert "remote 198.51.100.11 1194" in client_conf
     assert "verify-x509-name node1 name" in client_conf
+    # Migration bursts need more than the kernel's default UDP buffers, on both ends.
+    for text in (conf.content, client_conf):
+        assert "sndbuf 4194304" in text and "rcvbuf 4194304" in text
 
 
 def test_bridged_config_joins_the_vm_bridge(two_nodes) -> None:
