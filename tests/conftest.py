@@ -63,3 +63,14 @@ def operator_client(db: None) -> Client:
 @pytest.fixture
 def viewer_client(db: None) -> Client:
     return client_for(make_user("vera", Role.VIEWER))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses the libvirt lab (directly or through another fixture).
+
+    tests/run.sh runs those scenarios on one database engine only: they exercise
+    libvirt, ssh and OpenVPN, and running them twice would push CI past 30 minutes.
+    """
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
