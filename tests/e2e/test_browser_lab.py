@@ -137,7 +137,12 @@ def test_admin_creates_starts_stops_and_deletes_a_vm_on_a_real_node(
     shot(driver, "lab-05-forced-off")
 
     # Start: the state changes in place from the poll, with no reload.
-    _row(driver).find_element(By.XPATH, ".//button[normalize-space()='Start']").click()
+    start = _row(driver).find_element(By.XPATH, ".//button[normalize-space()='Start']")
+    start.click()
+    # The POST navigates back to the list: mark the page only once that one is loaded,
+    # else the mark lands on the page being left (seen once in CI).
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(start))
+    WebDriverWait(driver, 15).until(lambda d: _row(d) is not None)
     driver.execute_script("window.__noReload = true;")
     WebDriverWait(driver, 60).until(lambda d: _state(d) == "running")
     assert driver.execute_script("return window.__noReload === true;")
