@@ -70,6 +70,12 @@ def main() -> None:
     for sub, target in BIND_MOUNTS.items():
         Path(target).mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "--bind", str(node_dir / sub), target], check=True, timeout=30)
+    # Files, not directories: the node's /etc/hosts and /etc/resolv.conf.
+    for name in ("hosts", "resolv.conf"):
+        if (node_dir / name).exists():
+            subprocess.run(
+                ["mount", "--bind", str(node_dir / name), f"/etc/{name}"], check=True, timeout=30
+            )
     socket.sethostname(args.name)
     # sshd insists on its privilege-separation directory.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

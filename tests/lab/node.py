@@ -411,6 +411,12 @@ class LabNode:
         (self.dir / "lib" / "images").mkdir()
         # qemu opens the default serial log path before libvirt creates this dir.
         (self.dir / "log" / "qemu").mkdir()
+        # As on a real Debian host, the node's own name resolves locally; and no
+        # nameserver: a lookup must never leave the lab (libvirt resolves its own
+        # hostname at the end of every incoming migration: with the machine's
+        # resolver that cost a 5 s DNS timeout on nodes that have a default route).
+        (self.dir / "hosts").write_text(f"127.0.0.1\tlocalhost\n{self.address}\t{self.name}\n")
+        (self.dir / "resolv.conf").write_text("# kvmmgr lab node: no DNS\n")
         with open(self.dir / "etc" / "libvirtd.conf", "a") as fh:
             fh.write(LIBVIRTD_EXTRA.format(host_uuid=self.host_uuid))
         with open(self.dir / "etc" / "qemu.conf", "a") as fh:
