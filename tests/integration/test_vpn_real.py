@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from nodes.models import Node
 from tests.factories import actor
@@ -63,7 +63,11 @@ def _migrate(vm: VirtualMachine, dest: Node) -> tuple[Job, float]:
 
 @pytest.mark.django_db
 def test_tunnel_through_nat_then_live_migration_both_ways(
-    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+    manager_ssh: Path,
+    vpn_dir: Path,
+    lab: Lab,
+    nat_nodes: tuple[LabNode, LabNode],
+    admin_client: Client,
 ) -> None:
     vpn1, nat2 = nat_nodes
     server, client = _node(vpn1), _node(nat2)
@@ -89,6 +93,11 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     assert srv.peers[0]["tunnel_address"] == "100.64.0.2"
     cli = services.refresh_status(TunnelMember.objects.get(node=client))
     assert cli.state == VpnState.UP and cli.peers[0]["name"] == "vpn1"
+    # The VPN page: both members up, each listing the other as its peer.
+    page = admin_client.get("/vpn/").content.decode()
+    assert page.count("vpn-up") >= 2, page
+    assert f"nat2 · 100.64.0.2 · via {srv.peers[0]['real_address']}" in page, page
+    assert "vpn1 · 100.64.0.1" in page, page
 
     # Live migration with copy-storage from the NATed node to vpn1 and back, over the tunnel.
     name = f"vmig{int(time.time() * 1000) % 100000}"
