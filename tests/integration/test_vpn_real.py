@@ -224,3 +224,38 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
         nat2.virsh("destroy", name)
         nat2.virsh("undefine", name, "--remove-all-storage")
         vpn1.virsh("vol-delete", f"{name}.qcow2", "--pool", "default")
+
+
+@pytest.mark.django_db
+def test_up_with_an_unreachable_server_rolls_back_on_both_nodes(
+    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+) -> None:
+    """Clients dial an endpoint that drops everything: clear error, nothing left behind."""
+    vpn1, nat2 = nat_nodes
+    server, client = _node(vpn1), _node(nat2)
+    tunnel = services.create_tunnel(
+        name="t9", subnet="100.64.0.0/24", server=server, server_endpoint="198.51.100.250"
+    )
+    services.add_client(tunnel, client)
+    started = time.monotonic()
+    with pytest.raises(services.VpnError) as failure:
+        services.up(client, timeout=8)
+    message = failure.value.message
+    assert message.startswith(
+        "nat2 could not reach the tunnel server vpn1 at 198.51.100.250:1194/udp within 8 s"
+    ), message
+    assert "check the address, the port and any firewall" in message
+    assert time.monotonic() - started < 60
+    for node in (vpn1, nat2):
+        assert not node.host_path("/etc/openvpn/kvmmgr/t9.conf").exists(), node.name
+        assert not node.host_path("/etc/openvpn/kvmmgr/t9.mgmt").exists(), node.name
+        assert not node.host_path("/run/openvpn/kvmmgr-t9.pid").exists(), node.name
+        shown = subprocess.run(
+            ["ip", "-n", node.netns, "-o", "link", "show", "kvpn-t9"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        assert shown.returncode != 0, (node.name, shown.stdout)  # no tunnel device left
+    member = TunnelMember.objects.get(node=client)
+    assert member.state == VpnState.ERROR and "could not reach" in member.state_reason
+    client.refresh_from_db()
+    assert client.migration_address == ""  # unchanged: only a successful up sets it
