@@ -90,8 +90,7 @@ def run_action(ctx: JobContext) -> None:
     ctx.set_command(["manage.py", "vpn", action, node_name])
     ctx.check_abort()
     member = services.get_member(node_name)
-    calls: dict[str, Callable[[Node], list[str] | str]] = {
-        "up": services.up,
+    calls: dict[str, Callable[[Node], str]] = {
         "start": services.start,
         "stop": services.stop,
         "restart": services.restart,
@@ -103,9 +102,13 @@ def run_action(ctx: JobContext) -> None:
     ctx.progress(5, phase=f"{action}: {what}")
     ctx.log(f"{_VERBS.get(action, action)} OpenVPN of tunnel {member.tunnel.name} on {what}")
     try:
-        result = calls[action](member.node)
-        for line in [result] if isinstance(result, str) else result:
-            ctx.log(line)
+        if action == "up":
+            # Each step reaches the job's log as it happens (rollback included).
+            services.up(member.node, on_line=ctx.log)
+        else:
+            result = calls[action](member.node)
+            for line in [result] if isinstance(result, str) else result:
+                ctx.log(line)
     except VpnError as exc:
         raise JobFailed(exc.message) from exc
     finally:

@@ -305,17 +305,22 @@ def _wait_connected(remote: RemoteNode, member: TunnelMember, timeout: float) ->
     )
 
 
-def _up_one(member: TunnelMember, undo: list[Callable[[], None]], timeout: float) -> list[str]:
-    """Install and (re)start one member; registers how to undo it. Returns log lines."""
-    lines = []
+def _up_one(
+    member: TunnelMember,
+    undo: list[tuple[str, Callable[[], None]]],
+    timeout: float,
+    say: Callable[[str], None],
+) -> None:
+    """Install and (re)start one member; registers how to undo it; reports each step."""
     tunnel = member.tunnel.name
     files = _files(member)
     with open_remote(member.node.name, member.effective_control_uri) as remote:
         _check_node_networks(remote, member)
         backup = nodectl.install(remote, files)
         was_running = nodectl.running_pid(remote, tunnel) is not None
-        lines.append(f"{member.node.name}: {len(backup.changed)} file(s) changed of {len(files)}")
-        lines += [f"WARNING: {warning}" for warning in nodectl.buffer_warnings(remote)]
+        say(f"{member.node.name}: {len(backup.changed)} file(s) changed of {len(files)}")
+        for warning in nodectl.buffer_warnings(remote):
+            say(f"WARNING: {warning}")
 
         def rollback() -> None:
             with open_remote(member.node.name, member.effective_control_uri) as again:
@@ -325,40 +330,55 @@ def _up_one(member: TunnelMember, undo: list[Callable[[], None]], timeout: float
                 if was_running and backup.changed:
                     nodectl.start(again, tunnel)
 
-        undo.append(rollback)
+        undo.append((member.node.name, rollback))
         if was_running and nodectl.paths.conf(tunnel) in backup.changed:
             nodectl.stop(remote, tunnel)
             nodectl.start(remote, tunnel)
-            lines.append(f"{member.node.name}: OpenVPN restarted with the new config")
+            say(f"{member.node.name}: OpenVPN restarted with the new config")
         elif not was_running:
             nodectl.start(remote, tunnel)
-            lines.append(f"{member.node.name}: OpenVPN started")
+            say(f"{member.node.name}: OpenVPN started")
         else:
-            lines.append(f"{member.node.name}: OpenVPN already running")
+            say(f"{member.node.name}: OpenVPN already running")
         if not member.is_server:
+            say(f"{member.node.name}: waiting up to {timeout:.0f} s for the server to answer")
             _wait_connected(remote, member, timeout)
-            lines.append(f"{member.node.name}: connected, tunnel address {member.address}")
-    return lines
+            say(f"{member.node.name}: connected, tunnel address {member.address}")
 
 
-def up(node: Node | str, *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
+def up(
+    node: Node | str,
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+    on_line: Callable[[str], None] | None = None,
+) -> list[str]:
     """Install the node's config (and its server's) and start OpenVPN; roll back on failure.
 
-    On success the node's tunnel address becomes its migration address.
+    On success the node's tunnel address becomes its migration address. Returns
+    what was done, line by line; ``on_line`` also receives each line as it happens
+    (a job's log), rollback steps included.
     """
     member = get_member(node)
     members = [member] if member.is_server else [_server(member.tunnel), member]
-    undo: list[Callable[[], None]] = []
+    undo: list[tuple[str, Callable[[], None]]] = []
     lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
     try:
         for one in members:
-            lines += _up_one(one, undo, timeout)
+            _up_one(one, undo, timeout, say)
     except (VpnError, HypervisorError, ValidationError) as exc:
         message = exc.message if hasattr(exc, "message") else str(exc)
-        for step in reversed(undo):
+        for name, step in reversed(undo):
             try:
                 step()
+                say(f"{name}: rolled back (files as they were, daemon as it was)")
             except (VpnError, HypervisorError) as undo_exc:
+                say(f"{name}: rollback step failed: {undo_exc}")
                 log.warning("rollback step failed: %s", undo_exc)
         _set_state(member, VpnState.ERROR, str(message))
         raise
