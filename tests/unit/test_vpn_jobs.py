@@ -217,3 +217,16 @@ def test_reaper_points_a_dead_vpn_job_at_the_tunnel(tunnel: Tunnel, settings) ->
     assert job.error.endswith("check the tunnel's state (manage.py vpn status)")
     # The tunnel is free again.
     assert jobs.request_action("nat1", "start", actor()).status == JobStatus.QUEUED
+
+
+def test_only_an_admin_may_abort_vpn_work(tunnel: Tunnel) -> None:
+    from kvmmgr.access import AccessDenied
+
+    job = jobs.request_action("nat2", "up", actor())
+    with pytest.raises(AccessDenied):
+        runner.request_abort(job, actor("oscar", role=Role.OPERATOR))
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    assert runner.request_abort(job, actor())
+    job.refresh_from_db()
+    assert job.status == JobStatus.ABORTED

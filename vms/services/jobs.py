@@ -253,9 +253,14 @@ def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) ->
 
 
 def request_abort(job: Job, actor: Actor) -> bool:
-    """Ask a job to stop; a queued job is aborted at once. Returns whether anything changed."""
+    """Ask a job to stop; a queued job is aborted at once. Returns whether anything changed.
+
+    Aborting VPN work needs the role that may start it (admin), not just the
+    operator's right to abort VM jobs.
+    """
+    permission = Permission.VPN_MANAGE if job.kind.startswith("vpn_") else Permission.JOB_ABORT
     with audit.action(
-        actor, Permission.JOB_ABORT, "job.abort", target=f"job #{job.pk} {job.target_name}"
+        actor, permission, "job.abort", target=f"job #{job.pk} {job.target_name}"
     ) as done:
         done.job = job
         now = timezone.now()
