@@ -238,14 +238,21 @@ def test_up_with_an_unreachable_server_rolls_back_on_both_nodes(
     )
     services.add_client(tunnel, client)
     started = time.monotonic()
+    said: list[str] = []
     with pytest.raises(services.VpnError) as failure:
-        services.up(client, timeout=8)
+        services.up(client, timeout=8, on_line=said.append)
     message = failure.value.message
     assert message.startswith(
         "nat2 could not reach the tunnel server vpn1 at 198.51.100.250:1194/udp within 8 s"
     ), message
     assert "check the address, the port and any firewall" in message
     assert time.monotonic() - started < 60
+    # Each step was reported as it happened, the rollback of both nodes included.
+    assert "nat2: waiting up to 8 s for the server to answer" in said, said
+    assert said[-2:] == [
+        "nat2: rolled back (files as they were, daemon as it was)",
+        "vpn1: rolled back (files as they were, daemon as it was)",
+    ], said
     for node in (vpn1, nat2):
         assert not node.host_path("/etc/openvpn/kvmmgr/t9.conf").exists(), node.name
         assert not node.host_path("/etc/openvpn/kvmmgr/t9.mgmt").exists(), node.name
