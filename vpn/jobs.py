@@ -9,8 +9,6 @@ members of one tunnel are never changed at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.core.exceptions import ValidationError
 
 from kvmmgr import audit
@@ -90,11 +88,6 @@ def run_action(ctx: JobContext) -> None:
     ctx.set_command(["manage.py", "vpn", action, node_name])
     ctx.check_abort()
     member = services.get_member(node_name)
-    calls: dict[str, Callable[[Node], str]] = {
-        "start": services.start,
-        "stop": services.stop,
-        "restart": services.restart,
-    }
     what = member.node.name
     server = member.tunnel.server
     if action == "up" and not member.is_server and server is not None:
@@ -106,9 +99,8 @@ def run_action(ctx: JobContext) -> None:
             # Each step reaches the job's log as it happens (rollback included).
             services.up(member.node, on_line=ctx.log)
         else:
-            result = calls[action](member.node)
-            for line in [result] if isinstance(result, str) else result:
-                ctx.log(line)
+            # start, stop, restart: the service of that name returns one line.
+            ctx.log(getattr(services, action)(member.node))
     except VpnError as exc:
         raise JobFailed(exc.message) from exc
     finally:

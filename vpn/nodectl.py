@@ -172,11 +172,13 @@ def buffer_warnings(remote: RemoteNode) -> list[str]:
     ``wmem_max`` (Debian's default is 208 KiB); with small buffers, migration
     bursts are dropped at the UDP socket and TCP inside the tunnel stalls.
     """
+    names = ("rmem_max", "wmem_max")
+    # One round trip for both limits: ``cat`` prints one value per line, in order.
+    result = remote.run(["cat", *(f"/proc/sys/net/core/{name}" for name in names)], timeout=10)
     warnings = []
-    for name in ("rmem_max", "wmem_max"):
-        result = remote.run(["cat", f"/proc/sys/net/core/{name}"], timeout=10)
+    for name, raw in zip(names, result.stdout.split(), strict=False):
         try:
-            value = int(result.stdout.strip())
+            value = int(raw)
         except ValueError:
             continue
         if value < SOCKET_BUFFER_BYTES:

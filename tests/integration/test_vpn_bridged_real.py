@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from nodes.models import Node
+from tests.integration.test_migration_real import _link_mtu
 from tests.integration.test_vpn_real import _can_connect, _migrate, _node, vpn_dir  # noqa: F401
 from tests.lab import nat
 from tests.lab.lab import Lab
@@ -93,14 +94,6 @@ print(json.dumps({"sent": sent, "received": received, "max_gap_s": round(gap, 3)
 def nat_nodes(lab: Lab) -> tuple[LabNode, LabNode]:
     """``vpn1`` on the lab bridge, ``nat2`` behind the masquerading router (shared)."""
     return nat.add_public_node(lab, "vpn1"), nat.add_nat_node(lab, "nat2")
-
-
-def _mtu(node: LabNode, device: str) -> int:
-    out = subprocess.run(
-        ["ip", "-n", node.netns, "-o", "link", "show", device],
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout.split()  # fmt: skip
-    return int(out[out.index("mtu") + 1])
 
 
 def _master(node: LabNode, device: str) -> str:
@@ -180,7 +173,8 @@ def test_bridged_tunnel_keeps_guest_tcp_connection_across_migration(
         # The product joined the TAP to the VM bridge on both nodes, with the overlay MTU.
         for node, address in ((vpn1, "198.19.0.1"), (nat2, "198.19.0.2")):
             assert _master(node, tunnel.device) == BRIDGE, node.name
-            assert _mtu(node, tunnel.device) == MTU and _mtu(node, BRIDGE) == MTU, node.name
+            mtus = (_link_mtu(node, tunnel.device), _link_mtu(node, BRIDGE))
+            assert mtus == (MTU, MTU), node.name
             shown = subprocess.run(
                 ["ip", "-n", node.netns, "-4", "-o", "addr", "show", "dev", BRIDGE],
                 capture_output=True, text=True, timeout=10, check=True,

@@ -7,7 +7,6 @@ interface, and the migration runs through the product's migration job.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,11 @@ from django.test import Client, override_settings
 
 from nodes.models import Node
 from tests.factories import actor
-from tests.integration.test_migration_real import _alive_counts, _wait_alive_after
+from tests.integration.test_migration_real import (
+    _alive_counts,
+    _source_job_type,
+    _wait_alive_after,
+)
 from tests.lab import nat
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
@@ -156,15 +159,6 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     assert client.status_label == "online"
     services.stop(client)
     services.stop(server)
-
-
-def _source_job_type(node: LabNode, name: str) -> str:
-    try:
-        out = node.virsh("domjobinfo", name, timeout=10).stdout
-    except subprocess.TimeoutExpired:
-        return "busy"  # libvirtd answers slowly while it unwinds the migration
-    match = re.search(r"Job type:\s+(\w+)", out)
-    return match.group(1) if match else ""
 
 
 @pytest.mark.django_db
