@@ -9,13 +9,20 @@
   const INTERVAL_MS = 2000;
   let version = root.dataset.version;
   let busy = false;
+  // A click is a press and a release on the same element: redrawing the rows in
+  // between would swallow it, so no redraw happens while a pointer is pressed.
+  let pressed = false;
+  root.addEventListener("pointerdown", () => { pressed = true; });
+  for (const type of ["pointerup", "pointercancel", "blur"]) {
+    window.addEventListener(type, () => { pressed = false; });
+  }
 
   async function swap() {
     const response = await fetch(window.location.pathname, { credentials: "same-origin" });
     if (!response.ok) return;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
     const fresh = doc.getElementById("vm-groups");
-    if (!fresh) return;
+    if (!fresh || pressed) return;  // the next poll tries again
     root.innerHTML = fresh.innerHTML;
     version = fresh.dataset.version;
     root.dataset.version = version;
@@ -24,7 +31,7 @@
 
   async function poll() {
     // Never redraw under a pointer that is about to click, nor while a tab is hidden.
-    if (busy || document.hidden || root.matches(":focus-within")) return;
+    if (busy || pressed || document.hidden || root.matches(":focus-within")) return;
     busy = true;
     try {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });

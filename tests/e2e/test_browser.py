@@ -16,12 +16,13 @@ from tests.e2e.chrome import chromium, login, shot
 VM_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0003"  # browse-me
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import (  # noqa: E402
-    StaleElementReferenceException,
-    TimeoutException,
-)
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from tests.e2e import vmlist  # noqa: E402
+
+ROW = vmlist.row_by_uuid(VM_UUID)
 
 
 @pytest.fixture
@@ -31,25 +32,21 @@ def browser(deployed_site: Site) -> Iterator[object]:
 
 
 def _state_text(driver: object) -> str:
-    rows = driver.find_elements(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"] .state')  # type: ignore[attr-defined]
-    return rows[0].text if rows else "(gone)"
+    return vmlist.state(driver, ROW)
 
 
 def _click_row_button(driver: object, label: str, expect: str) -> None:
-    """Click a button in the VM's row until the page says ``expect``.
+    """Click a button in the VM's row and wait until the page it leads to says ``expect``.
 
-    The list redraws itself every few seconds; a click that lands while its row is
-    being replaced is lost, so find the row afresh and try again.
+    If the click was lost (it landed as the row was being redrawn), load the list
+    again and click once more.
     """
     for _attempt in range(3):
+        vmlist.click(driver, ROW, button=label)
         try:
-            row = driver.find_element(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"]')  # type: ignore[attr-defined]
-            row.find_element(By.XPATH, f".//button[normalize-space()='{label}']").click()
-            WebDriverWait(driver, 15).until(
-                lambda d: expect in d.find_element(By.TAG_NAME, "body").text
-            )
+            vmlist.wait_for_text(driver, expect)
             return
-        except (StaleElementReferenceException, TimeoutException):
+        except TimeoutException:
             driver.get(driver.current_url)  # type: ignore[attr-defined]
     raise AssertionError(f"clicking {label!r} never led to {expect!r}")
 
@@ -80,12 +77,9 @@ def test_operator_and_admin_drive_a_vm_through_nginx(deployed_site: Site, browse
     shot(driver, "04-shut-off")
 
     # Delete through the confirmation page; the row disappears from the list.
-    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-uuid="{VM_UUID}"]')  # type: ignore[attr-defined]
-    row.find_element(By.LINK_TEXT, "Delete…").click()
+    vmlist.click(driver, ROW, link="Delete…")
     shot(driver, "05-delete-confirm")
-    driver.find_element(
-        By.CSS_SELECTOR, "form button[type=submit].danger, form button.danger"
-    ).click()  # type: ignore[attr-defined]
+    vmlist.submit_confirmation(driver)
     driver.get(deployed_site.url + "/")  # type: ignore[attr-defined]
     WebDriverWait(driver, 30).until(lambda d: _state_text(d) == "(gone)")
     shot(driver, "06-deleted")

@@ -21,10 +21,10 @@ from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+from tests.e2e import vmlist  # noqa: E402
 
 VM = "e2e-vm1"
 VOLUME = "e2e.qcow2"
@@ -70,29 +70,11 @@ def browser(lab_site: Site) -> Iterator[Any]:
         yield driver
 
 
-def _row(driver: Any) -> Any | None:
-    rows = driver.find_elements(By.XPATH, f"//tr[@data-uuid][./td[1]/a[normalize-space()='{VM}']]")
-    return rows[0] if rows else None
+ROW = vmlist.row_by_name(VM)
 
 
 def _state(driver: Any) -> str:
-    # vmlist.js swaps the rows in place when the inventory changes: an element found a
-    # moment ago may be gone, which means "look again", not a failure.
-    try:
-        row = _row(driver)
-        return row.find_element(By.CSS_SELECTOR, ".state").text if row is not None else "(gone)"
-    except StaleElementReferenceException:
-        return "(changing)"
-
-
-def _submit(driver: Any) -> None:
-    """Click the confirmation page's button and wait until the POST has navigated away.
-
-    A ``driver.get`` issued before that would race the form submission.
-    """
-    button = driver.find_element(By.CSS_SELECTOR, "form button[type=submit].danger")
-    button.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+    return vmlist.state(driver, ROW)
 
 
 def _job_status(driver: Any) -> str:
@@ -130,19 +112,17 @@ def test_admin_creates_starts_stops_and_deletes_a_vm_on_a_real_node(
     driver.get(lab_site.url + "/")
     WebDriverWait(driver, 30).until(lambda d: _state(d) == "running")
     shot(driver, "lab-04-listed-running")
-    _row(driver).find_element(By.LINK_TEXT, "Force off…").click()
-    _submit(driver)
+    vmlist.click(driver, ROW, link="Force off…")
+    vmlist.submit_confirmation(driver)
     driver.get(lab_site.url + "/")
     WebDriverWait(driver, 30).until(lambda d: _state(d) == "shut off")
     shot(driver, "lab-05-forced-off")
 
     # Start: the state changes in place from the poll, with no reload.
-    start = _row(driver).find_element(By.XPATH, ".//button[normalize-space()='Start']")
-    start.click()
+    vmlist.click(driver, ROW, button="Start")
     # The POST navigates back to the list: mark the page only once that one is loaded,
     # else the mark lands on the page being left (seen once in CI).
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(start))
-    WebDriverWait(driver, 15).until(lambda d: _row(d) is not None)
+    vmlist.wait_for_text(driver, f"queued: start {VM}")
     driver.execute_script("window.__noReload = true;")
     WebDriverWait(driver, 60).until(lambda d: _state(d) == "running")
     assert driver.execute_script("return window.__noReload === true;")
@@ -150,12 +130,12 @@ def test_admin_creates_starts_stops_and_deletes_a_vm_on_a_real_node(
     assert lab_node.virsh("domstate", VM, check=True).stdout.strip() == "running"
 
     # Delete with its disk: force it off in the same step, tick the disk.
-    _row(driver).find_element(By.LINK_TEXT, "Delete…").click()
+    vmlist.click(driver, ROW, link="Delete…")
     for box in driver.find_elements(By.CSS_SELECTOR, "input[type=checkbox]"):
         if not box.is_selected():
             box.click()
     shot(driver, "lab-07-delete-confirm")
-    _submit(driver)
+    vmlist.submit_confirmation(driver)
     driver.get(lab_site.url + "/")
     WebDriverWait(driver, 60).until(lambda d: _state(d) == "(gone)")
     shot(driver, "lab-08-deleted")
