@@ -9,10 +9,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from kvmmgr.access import Actor
+from kvmmgr.access import Actor, Permission
 from vms.choices import JobStatus
 from vms.models import Job
-from vms.services.jobs import request_abort
+from vms.services.jobs import abort_permission, request_abort
 from vms.services.migration import request_postcopy
 
 PAGE_SIZE = 50
@@ -33,7 +33,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("node", "vm"), pk=pk)
-    return render(request, "vms/job_detail.html", {"job": job})
+    # The buttons show only for roles the services would let through (they check again).
+    actor = Actor.from_request(request)
+    context = {
+        "job": job,
+        "may_abort": actor.can(abort_permission(job)),
+        "may_postcopy": actor.can(Permission.VM_MIGRATE),
+    }
+    return render(request, "vms/job_detail.html", context)
 
 
 @require_GET

@@ -11,7 +11,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from kvmmgr.models import Role
 from nodes.hypervisor import HypervisorError
+from tests.conftest import client_for, make_user
 from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus
 from vms.models import Job
@@ -181,6 +183,22 @@ def test_job_pages_and_status_json(admin_client: Client) -> None:
     assert admin_client.get(reverse("vms:job_abort", args=[job.pk])).status_code == 405
     response = admin_client.post(reverse("vms:job_abort", args=[job.pk]))
     assert response.status_code == 302
+
+
+@pytest.mark.django_db
+def test_job_page_offers_abort_only_to_roles_that_may_abort() -> None:
+    job = _submit(make_vm(make_node(), name="web2"))
+    url = reverse("vms:job_detail", args=[job.pk])
+    seen = {
+        role: 'id="abort-form"' in client_for(make_user(role, role)).get(url).content.decode()
+        for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+    }
+    assert seen == {Role.VIEWER: False, Role.OPERATOR: True, Role.ADMIN: True}
+    # Finished jobs offer nothing to abort, whoever looks.
+    jobs.execute(job.pk, handler=lambda ctx: None)
+    assert (
+        'id="abort-form"' not in client_for(make_user("boss", Role.ADMIN)).get(url).content.decode()
+    )
 
 
 @pytest.mark.django_db

@@ -227,6 +227,17 @@ def test_only_an_admin_may_abort_vpn_work(tunnel: Tunnel) -> None:
         runner.request_abort(job, actor("oscar", role=Role.OPERATOR))
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED
+    # Nor does the operator's job page offer the button.
+    page = client_for(make_user("oscar2", Role.OPERATOR)).get(
+        reverse("vms:job_detail", args=[job.pk])
+    )
+    assert 'id="abort-form"' not in page.content.decode()
+    assert (
+        'id="abort-form"'
+        in client_for(make_user("alice2", Role.ADMIN))
+        .get(reverse("vms:job_detail", args=[job.pk]))
+        .content.decode()
+    )
     assert runner.request_abort(job, actor())
     job.refresh_from_db()
     assert job.status == JobStatus.ABORTED

@@ -252,15 +252,16 @@ def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) ->
     return JobStatus.SUCCEEDED
 
 
-def request_abort(job: Job, actor: Actor) -> bool:
-    """Ask a job to stop; a queued job is aborted at once. Returns whether anything changed.
+def abort_permission(job: Job) -> Permission:
+    """Aborting VPN work needs the role that may start it (admin), not just the
+    operator's right to abort VM jobs."""
+    return Permission.VPN_MANAGE if job.kind.startswith("vpn_") else Permission.JOB_ABORT
 
-    Aborting VPN work needs the role that may start it (admin), not just the
-    operator's right to abort VM jobs.
-    """
-    permission = Permission.VPN_MANAGE if job.kind.startswith("vpn_") else Permission.JOB_ABORT
+
+def request_abort(job: Job, actor: Actor) -> bool:
+    """Ask a job to stop; a queued job is aborted at once. Returns whether anything changed."""
     with audit.action(
-        actor, permission, "job.abort", target=f"job #{job.pk} {job.target_name}"
+        actor, abort_permission(job), "job.abort", target=f"job #{job.pk} {job.target_name}"
     ) as done:
         done.job = job
         now = timezone.now()
