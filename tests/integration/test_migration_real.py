@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -14,6 +16,7 @@ from django.test import override_settings
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
+from tests.lab._util import read_pid
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode, veth_name
 from vms.choices import JobStatus, VMState
@@ -309,6 +312,56 @@ def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
     job.refresh_from_db()
     assert job.status in (JobStatus.FAILED, JobStatus.ABORTED)
     assert "removed /var/lib/libvirt/images" in job.log
+
+
+@pytest.mark.django_db
+def test_destination_qemu_killed_mid_copy_leaves_vm_on_source_and_no_orphan(
+    manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
+) -> None:
+    """The destination host fails under the migration (its qemu is SIGKILLed, as the
+    OOM killer would): the job fails saying so, the guest never stops on the source,
+    and what the job created on the destination is gone."""
+    name = migrating_guest.name
+    _register(lab_node)
+    node2 = _register(lab_node2)
+    vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
+    disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
+    pidfile = lab_node2.dir / "run" / "qemu" / f"{name}.pid"
+    killed: list[int] = []
+
+    def kill_destination_qemu_when_copying() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _source_job_type(lab_node, name) == "Unbounded":
+                time.sleep(1)
+                pid = read_pid(pidfile)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.3)
+
+    before = max(_alive_counts(migrating_guest.serial_log), default=0)
+    killer = threading.Thread(target=kill_destination_qemu_when_copying, daemon=True)
+    killer.start()
+    job = _migrate(vm, node2, bandwidth_mib_s=1)
+    killer.join(5)
+    assert killed, "the migration never started copying"
+    assert job.status == JobStatus.FAILED, job.log
+    # Said as soon as the destination's copy vanished, not after the stall timeout.
+    assert job.error.startswith(f"destination lost: the incoming copy of {name} on node2 is gone")
+    assert "the VM stays on the source" in job.error and "stalled:" not in job.log, job.log
+    # The guest kept running on the source the whole time, and goes on counting there.
+    assert lab_node.virsh("domstate", name, check=True).stdout.strip() == "running"
+    _wait_alive_after(migrating_guest.serial_log, before + 1)
+    assert lab_node2.virsh("domstate", name).returncode != 0
+    assert not lab_node2.host_path(disk).exists()
+    assert lab_node.host_path(disk).exists()
+    assert "removed /var/lib/libvirt/images" in job.log
+    vm.refresh_from_db()
+    assert vm.node.name == "node1" and vm.state == VMState.RUNNING
+    # Nothing left for the reconciler.
+    assert not reconcile_all()
 
 
 @pytest.mark.django_db

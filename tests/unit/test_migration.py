@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import libvirt
 import pytest
 from django.core.exceptions import ValidationError
@@ -14,10 +17,10 @@ from vms.choices import JobKind, JobStatus, VMState
 from vms.services.jobs import JobConflict
 from vms.services.migration import (
     MigrationOptions,
-    StallWatch,
     parse_options,
     request_migration,
 )
+from vms.services.migration_watch import DestinationWatch, StallWatch, destination_lost_reason
 
 
 def _online(name: str, host: str = "127.0.0.1", **fields: object):
@@ -273,3 +276,52 @@ def test_stall_watch_gives_up_only_after_no_data_moved_for_the_timeout() -> None
     # Any movement resets the clock.
     assert watch.observe(142, frozen + 1) == ""
     assert watch.observe(171, frozen + 1) == ""
+
+
+def _wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_destination_watch_reports_an_incoming_domain_that_vanished() -> None:
+    """libvirt's test driver stands in for the destination: the watch sees the domain,
+    then the domain goes away (as a killed qemu's incoming copy does)."""
+    from nodes.hypervisor.connection import connection_for
+
+    uri = "test:///default"
+    name = f"incoming-{uuid.uuid4().hex[:8]}"
+    dom_uuid = str(uuid.uuid4())
+    xml = (
+        f"<domain type='test'><name>{name}</name><uuid>{dom_uuid}</uuid>"
+        "<memory>65536</memory><os><type>hvm</type></os></domain>"
+    )
+    with connection_for(uri) as conn:
+        domain = conn.createXML(xml, 0)  # transient, like an incoming migration
+    reason = destination_lost_reason("node2", name)
+    with DestinationWatch(uri, dom_uuid, reason, interval_s=0.02) as watch:
+        assert _wait_until(lambda: watch.seen)
+        assert watch.lost == ""
+        domain.destroy()
+        assert _wait_until(lambda: watch.lost == reason)
+    assert f"/var/log/libvirt/qemu/{name}.log" in reason and "on node2" in reason
+
+
+def test_destination_watch_says_nothing_before_the_domain_appeared() -> None:
+    """Before libvirt prepared the destination, an absent domain is normal."""
+    with DestinationWatch("test:///default", str(uuid.uuid4()), "gone", interval_s=0.02) as watch:
+        time.sleep(0.2)
+        assert not watch.seen and watch.lost == ""
+
+
+def test_destination_watch_counts_a_copy_never_seen_running_once_data_moved() -> None:
+    """A destination copy may die before the watch first looks: once the source
+    reported data moved, a domain that does not run there is lost."""
+    with DestinationWatch("test:///default", str(uuid.uuid4()), "gone", interval_s=0.02) as watch:
+        time.sleep(0.1)
+        assert watch.lost == ""
+        watch.copying_started()
+        assert _wait_until(lambda: watch.lost == "gone")

@@ -31,6 +31,13 @@ from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
 from vms.services.jobs import JobAborted, JobContext, submit
+from vms.services.migration_watch import (
+    DestinationLost,
+    DestinationWatch,
+    MigrationStalled,
+    StallWatch,
+    destination_lost_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -342,39 +349,8 @@ def request_postcopy(job: Job, actor: Actor) -> None:
             raise ValidationError(f"Job {job.pk} is not running.")
 
 
-class MigrationStalled(HypervisorError):
-    """No data moved towards the destination for longer than the stall timeout."""
-
-
-@dataclass
-class StallWatch:
-    """Notices a migration that stopped moving data (a cut link, a dead tunnel).
-
-    libvirt and QEMU wait on a dead TCP connection for many minutes; the job
-    gives up after ``timeout_s`` seconds without a single byte moved, so the
-    VM's fate is decided (it stays on the source) while the admin still looks.
-    """
-
-    timeout_s: float
-    last_bytes: int = -1
-    last_change_s: float = 0.0
-
-    def observe(self, elapsed_s: float, data_processed: int) -> str:
-        """Returns why the migration counts as stalled, or ''."""
-        if data_processed != self.last_bytes:
-            self.last_bytes, self.last_change_s = data_processed, elapsed_s
-            return ""
-        idle = elapsed_s - self.last_change_s
-        if idle < self.timeout_s:
-            return ""
-        return (
-            f"no data moved for {idle:.0f} s (stall timeout {self.timeout_s:g} s) after "
-            f"{data_processed // MIB} MiB: the link to the destination is down or blocked"
-        )
-
-
 def _poller(
-    ctx: JobContext, policy: ConvergencePolicy, stall: StallWatch
+    ctx: JobContext, policy: ConvergencePolicy, stall: StallWatch, dest_watch: DestinationWatch
 ) -> Callable[[hv.MigrationStats, hv.MigrationControl], None]:
     state = {"started": False}
 
@@ -384,6 +360,14 @@ def _poller(
                 control.set_max_downtime(action.downtime_ms)
             state["started"] = True
         ctx.check_abort()
+        if stats.data_processed:
+            dest_watch.copying_started()
+        if dest_watch.lost:
+            ctx.log(f"destination lost: {dest_watch.lost}; aborting, the VM stays on the source")
+            raise DestinationLost(
+                f"destination lost: {dest_watch.lost}; the VM stays on the source",
+                retryable=True,
+            )
         stalled = stall.observe(stats.elapsed_ms / 1000, stats.data_processed)
         if stalled:
             ctx.log(f"stalled: {stalled}; aborting, the VM stays on the source")
@@ -458,11 +442,13 @@ def run_migrate(ctx: JobContext) -> None:
         ctx.progress(3, phase="preparing destination volumes")
         create_volumes(ctx, dest, plans)
         ctx.progress(5, phase="starting migration")
-        outcome = hv.run_migration(
-            request,
-            _poller(ctx, policy, StallWatch(options.stall_timeout_s)),
-            abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
-        )
+        lost = destination_lost_reason(dest.name, vm.name)
+        with DestinationWatch(dest.uri, str(vm.uuid), lost) as dest_watch:
+            outcome = hv.run_migration(
+                request,
+                _poller(ctx, policy, StallWatch(options.stall_timeout_s), dest_watch),
+                abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
+            )
     except HypervisorError as exc:
         if not _moved_anyway(vm, source, dest):
             _after_failure(ctx, vm, source, dest)
