@@ -96,8 +96,9 @@ def run_action(ctx: JobContext) -> None:
     ctx.log(f"{_VERBS.get(action, action)} OpenVPN of tunnel {member.tunnel.name} on {what}")
     try:
         if action == "up":
-            # Each step reaches the job's log as it happens (rollback included).
-            services.up(member.node, on_line=ctx.log)
+            # Each step reaches the job's log as it happens (rollback included); an
+            # abort between steps rolls back what was done, as a failure does.
+            services.up(member.node, on_line=ctx.log, checkpoint=ctx.check_abort)
         else:
             # start, stop, restart: the service of that name returns one line.
             ctx.log(getattr(services, action)(member.node))

@@ -351,36 +351,44 @@ def up(
     *,
     timeout: float = CONNECT_TIMEOUT,
     on_line: Callable[[str], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> list[str]:
     """Install the node's config (and its server's) and start OpenVPN; roll back on failure.
 
     On success the node's tunnel address becomes its migration address. Returns
     what was done, line by line; ``on_line`` also receives each line as it happens
-    (a job's log), rollback steps included.
+    (a job's log), rollback steps included. ``checkpoint`` runs after each step and
+    may raise to stop (a job's abort): what was done is rolled back the same way.
     """
     member = get_member(node)
     members = [member] if member.is_server else [_server(member.tunnel), member]
     undo: list[tuple[str, Callable[[], None]]] = []
     lines: list[str] = []
 
-    def say(line: str) -> None:
+    def note(line: str) -> None:
         lines.append(line)
         if on_line is not None:
             on_line(line)
 
+    def step_done(line: str) -> None:
+        note(line)
+        if checkpoint is not None:
+            checkpoint()
+
     try:
         for one in members:
-            _up_one(one, undo, timeout, say)
-    except (VpnError, HypervisorError, ValidationError) as exc:
-        message = exc.message if hasattr(exc, "message") else str(exc)
+            _up_one(one, undo, timeout, step_done)
+    except Exception as exc:
         for name, step in reversed(undo):
             try:
                 step()
-                say(f"{name}: rolled back (files as they were, daemon as it was)")
+                note(f"{name}: rolled back (files as they were, daemon as it was)")
             except (VpnError, HypervisorError) as undo_exc:
-                say(f"{name}: rollback step failed: {undo_exc}")
+                note(f"{name}: rollback step failed: {undo_exc}")
                 log.warning("rollback step failed: %s", undo_exc)
-        _set_state(member, VpnState.ERROR, str(message))
+        if isinstance(exc, (VpnError, HypervisorError, ValidationError)):
+            message = exc.message if hasattr(exc, "message") else str(exc)
+            _set_state(member, VpnState.ERROR, str(message))
         raise
     now = timezone.now()
     for one in members:

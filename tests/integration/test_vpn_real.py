@@ -272,3 +272,43 @@ def test_up_with_an_unreachable_server_rolls_back_on_both_nodes(
     assert member.state == VpnState.ERROR and "could not reach" in member.state_reason
     client.refresh_from_db()
     assert client.migration_address == ""  # unchanged: only a successful up sets it
+
+
+@pytest.mark.django_db
+def test_aborting_vpn_up_mid_way_rolls_back_what_it_did(
+    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+) -> None:
+    """The admin aborts an `up` job once the server side is running: the job stops
+    before it touches the client and undoes the server's part, as a failure would."""
+    vpn1, nat2 = nat_nodes
+    server, client = _node(vpn1), _node(nat2)
+    tunnel = services.create_tunnel(name="t8", subnet="100.64.0.0/24", server=server)
+    services.add_client(tunnel, client)
+    job = vpn_jobs.request_action(client, "up", actor())
+
+    def abort_once_the_server_runs(ctx: jobs.JobContext) -> None:
+        log_line = ctx.log
+
+        def log(line: str) -> None:
+            log_line(line)
+            if line == "vpn1: OpenVPN started":
+                assert jobs.request_abort(Job.objects.get(pk=ctx.job.pk), actor())
+
+        ctx.log = log  # type: ignore[method-assign]
+        vpn_jobs.run_action(ctx)
+
+    assert jobs.execute(job.pk, handler=abort_once_the_server_runs) == JobStatus.ABORTED
+    job.refresh_from_db()
+    assert "vpn1: OpenVPN started" in job.log
+    assert "vpn1: rolled back (files as they were, daemon as it was)" in job.log, job.log
+    assert "nat2: OpenVPN" not in job.log and "nat2: waiting" not in job.log, job.log
+    for node in (vpn1, nat2):
+        assert not node.host_path("/etc/openvpn/kvmmgr/t8.conf").exists(), node.name
+        assert not node.host_path("/run/openvpn/kvmmgr-t8.pid").exists(), node.name
+        shown = subprocess.run(
+            ["ip", "-n", node.netns, "-o", "link", "show", "kvpn-t8"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        assert shown.returncode != 0, (node.name, shown.stdout)
+    client.refresh_from_db()
+    assert client.migration_address == ""
