@@ -244,6 +244,29 @@ def has_active_job(uri: str, uuid: str) -> bool:
     return stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
 
 
+def abort_outgoing_migration(uri: str, uuid: str) -> bool:
+    """Abort the domain's outgoing migration on this (source) node, if one runs.
+
+    Returns whether libvirt accepted the abort. A migration already in post-copy
+    cannot be aborted (libvirt refuses): it is left to finish.
+    """
+    with connection_for(uri) as conn:
+        try:
+            dom = _domain(conn, uuid)
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError:
+            return False
+        running = stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
+        outgoing = stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
+        if not (running and outgoing):
+            return False
+        try:
+            dom.abortJob()
+        except libvirt.libvirtError:
+            return False
+        return True
+
+
 def destroy_unfinished_incoming(uri: str, uuid: str) -> bool:
     """Stop a destination's leftover incoming copy of a migration that failed.
 

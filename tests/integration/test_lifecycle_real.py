@@ -6,44 +6,27 @@ Each test defines its own guest and removes it at the end; ``node1`` and
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.test import override_settings
 
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
+from tests.integration.jobworker import eager_tasks, start_worker
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGES = Path("/var/lib/libvirt/images")
-
-
-@contextmanager
-def eager_tasks() -> Iterator[None]:
-    """Tasks queued meanwhile (node refreshes) run inline instead of needing a broker."""
-    from kvmmgr.celery import app
-
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = False
 
 
 def _remove_guest(node: LabNode, name: str) -> None:
@@ -168,17 +151,6 @@ def test_paused_guest_shutdown_is_refused_clearly(
         _remove_guest(lab_node, name)
 
 
-_WORKER = """
-import sys
-import tests.settings as settings
-settings.DATABASES["default"]["NAME"] = sys.argv[1]
-import django
-django.setup()
-from vms.services.jobs import execute
-execute(int(sys.argv[2]))
-"""
-
-
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: LabNode) -> None:
     name = "lckilled"
@@ -195,19 +167,7 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
         with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
             job = lifecycle.request_shutdown(_vm(guest.uuid), actor("it"), timeout=300)
         dispatch.assert_called_once_with(job.pk)
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "KVMMGR_SSH_KEY": str(lab.key_path),
-            "KVMMGR_SSH_KNOWN_HOSTS": str(manager_ssh),
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(connection.settings_dict["NAME"]), str(job.pk)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(job.pk, lab.key_path, manager_ssh)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             job.refresh_from_db()

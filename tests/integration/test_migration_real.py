@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.test import override_settings
@@ -16,12 +17,13 @@ from django.test import override_settings
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
+from tests.integration.jobworker import eager_tasks, start_worker
 from tests.lab._util import read_pid
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode, veth_name
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
-from vms.services import inventory, jobs
+from vms.services import inventory, jobs, reconcile
 from vms.services.migration import parse_options, request_migration
 from vms.services.reconcile import reconcile_all
 
@@ -362,6 +364,69 @@ def test_destination_qemu_killed_mid_copy_leaves_vm_on_source_and_no_orphan(
     assert vm.node.name == "node1" and vm.state == VMState.RUNNING
     # Nothing left for the reconciler.
     assert not reconcile_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_migration_is_reaped_and_reconciled(
+    manager_ssh: Path,
+    lab: Lab,
+    lab_node: LabNode,
+    lab_node2: LabNode,
+    migrating_guest: GuestInfo,
+) -> None:
+    """The Celery worker running a migration is SIGKILLed mid-copy: the reaper fails
+    the job, the reconciler stops the migration libvirt goes on with unsupervised and
+    cleans the destination; the VM keeps running on the source with its disk."""
+    name = migrating_guest.name
+    with eager_tasks():  # committed at once here: the refreshes they queue run inline
+        _register(lab_node)
+        node2 = _register(lab_node2)
+    vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
+    disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
+    before = max(_alive_counts(migrating_guest.serial_log), default=0)
+    # The worker is the subprocess below: the queue must not hand the job to anyone else.
+    with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
+        job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("it"))
+    dispatch.assert_called_once_with(job.pk)
+    worker = start_worker(job.pk, lab.key_path, manager_ssh)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _source_job_type(lab_node, name) != "Unbounded":
+            assert worker.poll() is None, "the worker ended on its own"
+            time.sleep(0.3)
+        assert _source_job_type(lab_node, name) == "Unbounded", "the copy never started"
+        time.sleep(1)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+    time.sleep(1.5)
+    with override_settings(KVMMGR_JOB_STALE_AFTER=1.0), eager_tasks():
+        assert jobs.reap_stale_jobs() == [job.pk]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.params.get("worker_died"), job.error
+    # libvirt goes on migrating without its client (measured: its job still ran 150 s
+    # after the kill). The reconciler's first pass stops that unsupervised migration...
+    assert _source_job_type(lab_node, name) == "Unbounded"
+    assert "aborted the unsupervised migration" in reconcile_all()[job.pk]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _source_job_type(lab_node, name) not in ("None", ""):
+        time.sleep(1)
+    # ...and the next ones remove what the job created on the destination.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and reconcile_all():
+        time.sleep(2)
+    assert not reconcile.pending_jobs(), "the reconciler did not settle the job"
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "libvirt went on migrating after the job's worker stopped" in job.log, job.log
+    assert lab_node.virsh("domstate", name, check=True).stdout.strip() == "running"
+    assert lab_node2.virsh("domstate", name).returncode != 0
+    assert not lab_node2.host_path(disk).exists()
+    assert lab_node.host_path(disk).exists()
+    _wait_alive_after(migrating_guest.serial_log, before + 1)
 
 
 @pytest.mark.django_db

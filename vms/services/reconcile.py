@@ -1,7 +1,8 @@
 """Settling migrations that ended badly: check both nodes, tell the truth, clean up.
 
 A migration job can end without knowing the outcome: its worker was killed (the
-reaper failed the job, but libvirt may have finished the migration on its own),
+reaper failed the job, but libvirt goes on with the migration: the reconciler aborts
+it if it still runs, or records that it completed),
 or the link to the destination was cut so the volumes the job created there could
 not be removed. A periodic task looks at such jobs again, asks both nodes where
 the VM runs, corrects the job's status if the VM in fact moved, and removes the
@@ -62,6 +63,23 @@ def reconcile(job: Job) -> str:
     except HypervisorError as exc:
         return f"not yet: {exc.message}"
     found = f"{source.name}: {_describe(on_source)}; {dest.name}: {_describe(on_dest)}"
+    if job.params.get("worker_died") and not job.params.get("orphan_checked"):
+        # libvirt goes on with a peer-to-peer migration whose client died, unwatched:
+        # no stall or destination watch, no convergence policy, no progress. Stop it,
+        # so the VM stays where it was and the admin can start a supervised one.
+        try:
+            aborted = prep.abort_outgoing_migration(source.uri, uuid)
+        except HypervisorError as exc:
+            return f"not yet: {exc.message}"
+        if aborted:
+            ctx.log(
+                f"reconciler: libvirt went on migrating after the job's worker stopped; "
+                f"aborted that migration, the VM stays on {source.name}"
+            )
+        job.params["orphan_checked"] = True
+        Job.objects.filter(pk=job.pk).update(params=job.params)
+        if aborted:
+            return f"{found}; aborted the unsupervised migration"
     if on_source == VMState.RUNNING and on_dest == VMState.RUNNING:
         ctx.log(f"reconciler: the VM runs on BOTH nodes ({found}); an admin must stop one")
         return f"split: {found}"
