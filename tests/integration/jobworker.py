@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connection
@@ -44,15 +42,3 @@ def start_worker(job_id: int, key_path: Path, known_hosts: Path) -> subprocess.P
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-@contextmanager
-def eager_tasks() -> Iterator[None]:
-    """Tasks queued meanwhile (node refreshes) run inline instead of needing a broker."""
-    from kvmmgr.celery import app
-
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = False

@@ -16,8 +16,9 @@ from django.test import override_settings
 
 from nodes.models import Node
 from nodes.services import registry
+from tests.eager import eager_tasks
 from tests.factories import actor
-from tests.integration.jobworker import eager_tasks, start_worker
+from tests.integration.jobworker import start_worker
 from tests.lab._util import read_pid
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode, veth_name

@@ -232,6 +232,19 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
         vpn1.virsh("vol-delete", f"{name}.qcow2", "--pool", "default")
 
 
+def _assert_no_trace_of(tunnel: str, *nodes: LabNode) -> None:
+    """No config, management password, pidfile or tunnel device of ``tunnel`` is left."""
+    for node in nodes:
+        for path in (f"/etc/openvpn/kvmmgr/{tunnel}.conf", f"/etc/openvpn/kvmmgr/{tunnel}.mgmt"):
+            assert not node.host_path(path).exists(), (node.name, path)
+        assert not node.host_path(f"/run/openvpn/kvmmgr-{tunnel}.pid").exists(), node.name
+        shown = subprocess.run(
+            ["ip", "-n", node.netns, "-o", "link", "show", f"kvpn-{tunnel}"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        assert shown.returncode != 0, (node.name, shown.stdout)
+
+
 @pytest.mark.django_db
 def test_up_with_an_unreachable_server_rolls_back_on_both_nodes(
     manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
@@ -259,15 +272,7 @@ def test_up_with_an_unreachable_server_rolls_back_on_both_nodes(
         "nat2: rolled back (files as they were, daemon as it was)",
         "vpn1: rolled back (files as they were, daemon as it was)",
     ], said
-    for node in (vpn1, nat2):
-        assert not node.host_path("/etc/openvpn/kvmmgr/t9.conf").exists(), node.name
-        assert not node.host_path("/etc/openvpn/kvmmgr/t9.mgmt").exists(), node.name
-        assert not node.host_path("/run/openvpn/kvmmgr-t9.pid").exists(), node.name
-        shown = subprocess.run(
-            ["ip", "-n", node.netns, "-o", "link", "show", "kvpn-t9"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )  # fmt: skip
-        assert shown.returncode != 0, (node.name, shown.stdout)  # no tunnel device left
+    _assert_no_trace_of("t9", vpn1, nat2)
     member = TunnelMember.objects.get(node=client)
     assert member.state == VpnState.ERROR and "could not reach" in member.state_reason
     client.refresh_from_db()
@@ -302,13 +307,6 @@ def test_aborting_vpn_up_mid_way_rolls_back_what_it_did(
     assert "vpn1: OpenVPN started" in job.log
     assert "vpn1: rolled back (files as they were, daemon as it was)" in job.log, job.log
     assert "nat2: OpenVPN" not in job.log and "nat2: waiting" not in job.log, job.log
-    for node in (vpn1, nat2):
-        assert not node.host_path("/etc/openvpn/kvmmgr/t8.conf").exists(), node.name
-        assert not node.host_path("/run/openvpn/kvmmgr-t8.pid").exists(), node.name
-        shown = subprocess.run(
-            ["ip", "-n", node.netns, "-o", "link", "show", "kvpn-t8"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )  # fmt: skip
-        assert shown.returncode != 0, (node.name, shown.stdout)
+    _assert_no_trace_of("t8", vpn1, nat2)
     client.refresh_from_db()
     assert client.migration_address == ""

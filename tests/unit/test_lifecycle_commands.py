@@ -14,6 +14,7 @@ from django.utils import timezone
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.models import Node
+from tests.eager import eager_tasks
 from tests.factories import make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
 from vms.choices import JobKind, JobStatus, VMState
@@ -28,13 +29,8 @@ def node(tmp_path: Path, db: None) -> Node:
 @pytest.fixture
 def eager_worker() -> Iterator[None]:
     """Jobs run at submit time, as a worker would (needs a transactional test)."""
-    from kvmmgr.celery import app
-
-    app.conf.task_always_eager = True
-    try:
+    with eager_tasks():
         yield
-    finally:
-        app.conf.task_always_eager = False
 
 
 def _state(uuid: str) -> VMState:

@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from nodes import tasks
 from nodes.models import Node
+from tests.eager import eager_tasks
 from tests.factories import make_node
 from vms.models import VirtualMachine
 
@@ -30,16 +31,11 @@ def test_refresh_node_task_skips_disabled_and_missing_nodes(node_xml: Callable[.
 @pytest.mark.django_db(transaction=True)
 @override_settings(CELERY_TASK_ALWAYS_EAGER=True)
 def test_refresh_all_fans_out_one_task_per_enabled_node(node_xml: Callable[..., str]) -> None:
-    from kvmmgr.celery import app
-
-    app.conf.task_always_eager = True
-    try:
+    with eager_tasks():
         good = make_node(uri=node_xml(3, name="good"))
         unreachable = make_node(uri="qemu+ssh://root@127.0.0.1:9/system")
         make_node(uri=node_xml(2, name="off"), enabled=False)
         assert tasks.refresh_all_nodes() == 2
-    finally:
-        app.conf.task_always_eager = False
     good.refresh_from_db()
     unreachable.refresh_from_db()
     assert good.status_label == "online"

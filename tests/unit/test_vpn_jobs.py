@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from kvmmgr.models import AuditEntry, Role
 from tests.conftest import client_for, make_user
+from tests.eager import eager_tasks
 from tests.factories import actor, make_node
 from vms.choices import JobKind, JobStatus
 from vms.models import Job
@@ -57,13 +58,8 @@ def tunnel(db: None) -> Tunnel:
 @pytest.fixture
 def eager_worker() -> Iterator[None]:
     """Jobs run at submit time, as a worker would (needs a transactional test)."""
-    from kvmmgr.celery import app
-
-    app.conf.task_always_eager = True
-    try:
+    with eager_tasks():
         yield
-    finally:
-        app.conf.task_always_eager = False
 
 
 def _member(node: str) -> TunnelMember:
