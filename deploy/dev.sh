@@ -21,14 +21,16 @@ chmod 700 "$VAR"
 pid_of() { cat "$1" 2>/dev/null || true; }
 alive() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
+# SIGTERM, then wait up to $2 seconds (a Celery worker finishes its current task
+# first: warm shutdown). Returns 1, pidfile kept, if it is still running then.
 stop_one() {
-  local name="$1" pidfile="$RUN/$1.pid" pid
+  local name="$1" wait_s="${2:-10}" pidfile="$RUN/$1.pid" pid
   pid="$(pid_of "$pidfile")"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq $((wait_s * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-      echo "$name (pid $pid) did not stop within 10 s" >&2
+      echo "$name (pid $pid) did not stop within $wait_s s; run '$0 stop' again, or kill $pid" >&2
       return 1
     fi
     echo "stopped $name"
@@ -40,8 +42,14 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 case "${1:-start}" in
   stop)
-    for name in web celery-beat celery-worker redis libvirtd virtlogd; do stop_one "$name"; done
-    exit 0 ;;
+    # Every daemon gets its stop even when one before it is slow.
+    failed=0
+    for name in web celery-beat celery-worker redis libvirtd virtlogd; do
+      wait_s=10
+      [ "$name" = celery-worker ] && wait_s=60
+      stop_one "$name" "$wait_s" || failed=1
+    done
+    exit "$failed" ;;
   status)
     for name in redis libvirtd celery-worker celery-beat web; do
       if alive "$RUN/$name.pid"; then echo "$name: running (pid $(pid_of "$RUN/$name.pid"))"; else echo "$name: not started by dev.sh"; fi
