@@ -20,6 +20,7 @@ from tests.eager import eager_tasks
 from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab._util import read_pid
+from tests.lab.fixtures import LabGuests
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode, veth_name
 from vms.choices import JobStatus, VMState
@@ -88,8 +89,10 @@ def _migrate(vm: VirtualMachine, dest: Node, **options: object) -> Job:
 
 
 @pytest.fixture
-def migrating_guest(lab: Lab, lab_node: LabNode, lab_node2: LabNode) -> GuestInfo:
-    name = f"mig{int(time.time() * 1000) % 100000}"
+def migrating_guest(
+    lab: Lab, lab_node: LabNode, lab_node2: LabNode, lab_guests: LabGuests
+) -> GuestInfo:
+    name = lab_guests.track(f"mig{int(time.time() * 1000) % 100000}", lab_node, lab_node2)
     info, _ = lab.boot_guest(
         lab_node, name, timeout=90, disk_mib=64, cmdline_extra="dirty=4 counter=1 records=1"
     )

@@ -24,6 +24,7 @@ from nodes.models import Node
 from tests.integration.test_migration_real import _link_mtu
 from tests.integration.test_vpn_real import _can_connect, _migrate, _node, vpn_dir  # noqa: F401
 from tests.lab import nat
+from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms.choices import JobStatus
@@ -163,6 +164,7 @@ def test_bridged_tunnel_keeps_guest_tcp_connection_across_migration(
     lab: Lab,
     nat_nodes: tuple[LabNode, LabNode],
     echo_client: tuple[Path, list[subprocess.Popen[str]]],
+    lab_guests: LabGuests,
 ) -> None:
     vpn1, nat2 = nat_nodes
     server, client = _node(vpn1), _node(nat2)
@@ -191,7 +193,7 @@ def test_bridged_tunnel_keeps_guest_tcp_connection_across_migration(
         client.refresh_from_db()
         assert (server.migration_address, client.migration_address) == ("198.19.0.1", "198.19.0.2")
 
-        name = f"vbr{int(time.time() * 1000) % 100000}"
+        name = lab_guests.track(f"vbr{int(time.time() * 1000) % 100000}", nat2, vpn1)
         guest, _ = lab.boot_guest(
             nat2, name, timeout=90, disk_mib=64, bridge=BRIDGE,
             cmdline_extra=f"ip={GUEST_IP}/24 echo={ECHO_PORT}",
@@ -234,9 +236,6 @@ def test_bridged_tunnel_keeps_guest_tcp_connection_across_migration(
         # TCP retransmits what the migration's pause dropped: nothing is lost for good.
         assert report["error"] == "", (report, err)
         assert report["sent"] > 200 and lost == 0, report
-        nat2.virsh("destroy", name)
-        nat2.virsh("undefine", name, "--remove-all-storage")
-        vpn1.virsh("vol-delete", f"{name}.qcow2", "--pool", "default")
     finally:
         services.stop(client)
         services.stop(server)

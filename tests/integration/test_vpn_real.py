@@ -23,6 +23,7 @@ from tests.integration.test_migration_real import (
     _wait_alive_after,
 )
 from tests.lab import nat
+from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from vms.choices import JobStatus
@@ -71,6 +72,7 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     vpn_dir: Path,
     lab: Lab,
     nat_nodes: tuple[LabNode, LabNode],
+    lab_guests: LabGuests,
     admin_client: Client,
 ) -> None:
     vpn1, nat2 = nat_nodes
@@ -115,7 +117,7 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     assert "vpn1 · 100.64.0.1" in page, page
 
     # Live migration with copy-storage from the NATed node to vpn1 and back, over the tunnel.
-    name = f"vmig{int(time.time() * 1000) % 100000}"
+    name = lab_guests.track(f"vmig{int(time.time() * 1000) % 100000}", nat2, vpn1)
     guest, _ = lab.boot_guest(nat2, name, timeout=90, disk_mib=64, cmdline_extra="dirty=4")
     assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
@@ -137,8 +139,6 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
         f"downtime_ms={job.progress_detail.get('downtime_ms')}/"
         f"{back.progress_detail.get('downtime_ms')}"
     )
-    nat2.virsh("destroy", name)
-    nat2.virsh("undefine", name, "--remove-all-storage")
 
     # Managed through the tunnel only: tunnel down -> offline "VPN down"; up -> back by itself.
     Node.objects.filter(pk=client.pk).update(uri="qemu+ssh://root@100.64.0.2/system")
@@ -164,14 +164,18 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
 @pytest.mark.django_db
 @override_settings(KVMMGR_MIGRATION_ABORT_WAIT=15)
 def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
-    manager_ssh: Path, vpn_dir: Path, lab: Lab, nat_nodes: tuple[LabNode, LabNode]
+    manager_ssh: Path,
+    vpn_dir: Path,
+    lab: Lab,
+    nat_nodes: tuple[LabNode, LabNode],
+    lab_guests: LabGuests,
 ) -> None:
     """The tunnel goes down while the disk is being copied to the other side of it."""
     vpn1, nat2 = nat_nodes
     server, client = _node(vpn1), _node(nat2)
     tunnel = services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
     services.add_client(tunnel, client)
-    name = f"vcut{int(time.time() * 1000) % 100000}"
+    name = lab_guests.track(f"vcut{int(time.time() * 1000) % 100000}", nat2, vpn1)
     disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
     try:
         services.up(client)
@@ -227,9 +231,6 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
     finally:
         services.stop(client)
         services.stop(server)
-        nat2.virsh("destroy", name)
-        nat2.virsh("undefine", name, "--remove-all-storage")
-        vpn1.virsh("vol-delete", f"{name}.qcow2", "--pool", "default")
 
 
 def _assert_no_trace_of(tunnel: str, *nodes: LabNode) -> None:

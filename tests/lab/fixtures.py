@@ -115,3 +115,23 @@ def lab_node2(lab: Lab) -> LabNode:
     if "node2" not in lab.nodes:
         lab.add_node("node2")
     return lab.nodes["node2"]
+
+
+class LabGuests:
+    """Guests a test created, removed from the given nodes when the test ends."""
+
+    def __init__(self) -> None:
+        self.tracked: list[tuple[str, tuple[LabNode, ...]]] = []
+
+    def track(self, name: str, *nodes: LabNode) -> str:
+        self.tracked.append((name, nodes))
+        return name
+
+
+@pytest.fixture
+def lab_guests(lab: Lab) -> Iterator[LabGuests]:
+    """``lab_guests.track(name, node1, node2)``: removed at teardown, pass or fail."""
+    guests = LabGuests()
+    yield guests
+    for name, nodes in guests.tracked:
+        lab.remove_guest(name, *nodes)

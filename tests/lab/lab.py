@@ -250,6 +250,18 @@ class Lab:
         self.wait_guest_up(node, name, timeout, serial_log=info.serial_log)
         return info, time.monotonic() - started
 
+    def remove_guest(self, name: str, *nodes: LabNode) -> None:
+        """Stop and undefine ``name`` and delete its ``NAME.qcow2`` on each node.
+
+        Whichever node the guest ended on (a migration test may leave it on either);
+        what does not exist is skipped. A guest left running burns a share of the
+        CPU under TCG and slows every later test.
+        """
+        for node in nodes:
+            node.virsh("destroy", name)
+            node.virsh("undefine", name, "--nvram")
+            node.virsh("vol-delete", "--pool", "default", f"{name}.qcow2")
+
     # -- internals ----------------------------------------------------------------
 
     def _ensure_key(self) -> None:
