@@ -30,12 +30,6 @@ from vms.services import inventory, jobs, lifecycle
 IMAGES = Path("/var/lib/libvirt/images")
 
 
-def _remove_guest(node: LabNode, name: str) -> None:
-    node.virsh("destroy", name)
-    node.virsh("undefine", name, "--nvram")
-    node.virsh("vol-delete", "--pool", "default", f"{name}.qcow2")
-
-
 def _run(job: Job) -> Job:
     jobs.execute(job.pk)
     job.refresh_from_db()
@@ -59,7 +53,7 @@ def test_start_shutdown_start_force_off_delete_with_disk(
     manager_ssh: Path, lab: Lab, lab_node: LabNode
 ) -> None:
     name = "lcguest"
-    _remove_guest(lab_node, name)  # leftovers of an interrupted run
+    lab.remove_guest(name, lab_node)  # leftovers of an interrupted run
     guest = lab.define_guest(lab_node, name, disk_mib=64)
     disk = lab_node.host_path(IMAGES / f"{name}.qcow2")
     try:
@@ -101,7 +95,7 @@ def test_start_shutdown_start_force_off_delete_with_disk(
         assert lab_node.virsh("dominfo", name).returncode != 0
         assert _vm(guest.uuid).vanished_at is not None
     finally:
-        _remove_guest(lab_node, name)
+        lab.remove_guest(name, lab_node)
 
 
 @pytest.mark.django_db
@@ -109,7 +103,7 @@ def test_shutdown_ignored_by_the_guest_times_out_then_force_off(
     manager_ssh: Path, lab: Lab, lab_node: LabNode
 ) -> None:
     name = "lcnoacpi"
-    _remove_guest(lab_node, name)
+    lab.remove_guest(name, lab_node)
     # acpi=off: the guest kernel never sees the power button, like a guest without acpid.
     guest = lab.define_guest(lab_node, name, cmdline_extra="acpi=off")
     try:
@@ -128,7 +122,7 @@ def test_shutdown_ignored_by_the_guest_times_out_then_force_off(
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert _vm(guest.uuid).state == VMState.SHUTOFF
     finally:
-        _remove_guest(lab_node, name)
+        lab.remove_guest(name, lab_node)
 
 
 @pytest.mark.django_db
@@ -136,7 +130,7 @@ def test_paused_guest_shutdown_is_refused_clearly(
     manager_ssh: Path, lab: Lab, lab_node: LabNode
 ) -> None:
     name = "lcpaused"
-    _remove_guest(lab_node, name)
+    lab.remove_guest(name, lab_node)
     guest = lab.define_guest(lab_node, name)
     try:
         lab.start_guest(lab_node, name)
@@ -149,13 +143,13 @@ def test_paused_guest_shutdown_is_refused_clearly(
         job = _run(lifecycle.request_force_off(vm, actor("it")))
         assert job.status == JobStatus.SUCCEEDED, job.error
     finally:
-        _remove_guest(lab_node, name)
+        lab.remove_guest(name, lab_node)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: LabNode) -> None:
     name = "lckilled"
-    _remove_guest(lab_node, name)
+    lab.remove_guest(name, lab_node)
     # Ignores ACPI, so the shutdown job is still waiting when its worker dies.
     guest = lab.define_guest(lab_node, name, cmdline_extra="acpi=off")
     worker: subprocess.Popen[bytes] | None = None
@@ -197,4 +191,4 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
         if worker is not None and worker.poll() is None:
             worker.kill()
             worker.wait(timeout=10)
-        _remove_guest(lab_node, name)
+        lab.remove_guest(name, lab_node)

@@ -30,18 +30,13 @@ CYCLES = 6
 PAUSE = 2.0
 
 
-def _remove_guest(node: LabNode, name: str) -> None:
-    node.virsh("destroy", name)
-    node.virsh("undefine", name, "--nvram")
-
-
 @pytest.mark.django_db
 def test_busy_guest_uses_clearly_more_cpu_than_an_idle_one(
     manager_ssh: Path, lab: Lab, lab_node: LabNode
 ) -> None:
     names = {"idle": "statidle", "busy": "statbusy"}
     for name in names.values():
-        _remove_guest(lab_node, name)
+        lab.remove_guest(name, lab_node)
     try:
         idle, _ = lab.boot_guest(lab_node, names["idle"], timeout=120)
         busy, _ = lab.boot_guest(lab_node, names["busy"], timeout=120, cmdline_extra="dirty=24")
@@ -83,4 +78,4 @@ def test_busy_guest_uses_clearly_more_cpu_than_an_idle_one(
         assert last is not None and timezone.now() - last < timedelta(seconds=30)
     finally:
         for name in names.values():
-            _remove_guest(lab_node, name)
+            lab.remove_guest(name, lab_node)
