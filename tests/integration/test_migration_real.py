@@ -70,7 +70,8 @@ def _wait_alive_after(path: Path, floor: int, timeout: float = 20) -> int:
         if counts:
             return counts[0]
         time.sleep(0.5)
-    raise AssertionError(f"no ALIVE counter above {floor} in {path}")
+    tail = path.read_text(errors="replace")[-1500:] if path.exists() else "(no log)"
+    raise AssertionError(f"no ALIVE counter above {floor} in {path}; its tail:\n{tail}")
 
 
 def _register(node: LabNode) -> Node:

@@ -255,6 +255,50 @@ class LabNode:
         ]
         return run(cmd, check=check, timeout=timeout)
 
+    def guest_report(self, name: str) -> str:
+        """Is guest ``name`` making progress here? For failure messages of guest checks.
+
+        Its state, its vCPU's registers and LAPIC timer twice a second apart
+        and the code it runs (a monitor that does not answer says qemu's main loop is
+        stuck), the CPU seconds its qemu used meanwhile, each qemu thread's state and
+        kernel wait channel, and the tail of its qemu log.
+        """
+
+        def ask(*args: str) -> str:
+            try:
+                done = self.local_virsh(*args, timeout=10)
+            except subprocess.TimeoutExpired:
+                return f"virsh {' '.join(args)}: no answer within 10 s"
+            return (done.stdout or done.stderr).strip()
+
+        lines = [f"{name} on {self.name}: {ask('domstate', '--reason', name)}"]
+        pid = read_pid(self.host_path(f"/run/libvirt/qemu/{name}.pid"))
+        cpu_seconds = []
+        for _ in range(2):
+            registers = ask("qemu-monitor-command", name, "--hmp", "info registers")
+            lines += [line for line in registers.splitlines() if line.startswith(("R", "TSC"))]
+            lapic = ask("qemu-monitor-command", name, "--hmp", "info lapic")
+            lines += [line for line in lapic.splitlines() if "timer" in line.lower()]
+            lines += [] if "RIP=" in registers else [registers[:300]]
+            if pid is not None:
+                cpu_seconds.append(_cpu_seconds(Path(f"/proc/{pid}/stat")))
+            time.sleep(1)
+        lines.append(ask("qemu-monitor-command", name, "--hmp", "x/10i $pc"))
+        if pid is not None:
+            lines.append(f"qemu pid {pid}, CPU seconds: {cpu_seconds}")
+            for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+                try:
+                    comm = (task / "comm").read_text().strip()
+                    state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    wchan = (task / "wchan").read_text().strip()
+                except OSError:
+                    continue
+                lines.append(f"  thread {task.name} {comm}: {state} {wchan}")
+        log = self.host_path(f"/var/log/libvirt/qemu/{name}.log")
+        if log.exists():
+            lines.append("qemu log tail:\n" + log.read_text(errors="replace")[-1200:])
+        return "\n".join(lines)
+
     def ssh(
         self, *args: str, timeout: float = 30.0, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
@@ -463,3 +507,12 @@ class LabNode:
         if not re.search(r"State:\s+running", info):
             self.local_virsh("pool-start", "default", check=True)
         self.local_virsh("pool-autostart", "default", check=True)
+
+
+def _cpu_seconds(stat: Path) -> float | None:
+    """User + system CPU seconds of the process whose ``/proc/PID/stat`` this is."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
