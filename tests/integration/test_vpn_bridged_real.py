@@ -6,7 +6,8 @@ to each node's VM bridge ``labbr0`` (created if missing), lowers the MTU of both
 and puts the node's tunnel address on the bridge. A guest with a static address
 on that segment is live-migrated (copy-storage, over the tunnel) from the NATed
 node to the public one and back while a TCP connection to it, held open from
-the public node's namespace, keeps exchanging numbered lines.
+the public node's namespace, keeps exchanging numbered lines; after each arrival the
+guest's counter must go on (tests/lab/liveness.py: why a frozen TCG guest is retried).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from tests.integration.test_vpn_real import _can_connect, _migrate, _node, vpn_d
 from tests.lab import nat
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
+from tests.lab.liveness import (
+    GuestStalled,
+    last_number,
+    retry_if_guest_stalled,
+    wait_serial_progress,
+)
 from tests.lab.node import LabNode
 from vms.choices import JobStatus
 from vms.models import VirtualMachine
@@ -56,6 +63,7 @@ last = time.monotonic()
 gap = 0.0
 error = ""
 print("CONNECTED", flush=True)
+first_rx = last_rx = None
 stop_at = None
 next_send = 0.0
 while True:
@@ -87,11 +95,15 @@ while True:
         buf = lines.pop()
         received += len(lines)
         now = time.monotonic()
+        if lines:
+            first_rx = first_rx or time.time()
+            last_rx = time.time()
         gap = max(gap, now - last)
         last = now
 drain = time.monotonic() - stopped if stop_at is not None else None
 print(json.dumps({"sent": sent, "received": received, "max_gap_s": round(gap, 3),
-                  "drain_s": drain and round(drain, 2), "error": error}), flush=True)
+                  "drain_s": drain and round(drain, 2), "error": error,
+                  "first_rx": first_rx, "last_rx": last_rx}), flush=True)
 """
 
 
@@ -120,10 +132,26 @@ def _udp_errors(node: LabNode) -> dict[str, int]:
     return {key: counters.get(key, 0) for key in ("RcvbufErrors", "SndbufErrors", "InErrors")}
 
 
-def _diagnose(nodes: tuple[LabNode, ...], tunnel: str) -> str:
-    """Links, addresses and OpenVPN log tails of the nodes, for a failure message."""
+def _diagnose(nodes: tuple[LabNode, ...], tunnel: str, guest: str = "") -> str:
+    """Links, bridges, sockets, guest and OpenVPN log tails of the nodes, for a failure message."""
     out = []
     for node in nodes:
+        if guest:
+            state = node.virsh("domstate", "--reason", guest).stdout.strip()
+            serial = node.host_path(f"/var/log/libvirt/qemu/{guest}-serial.log")
+            tail = serial.read_text(errors="replace")[-1500:] if serial.exists() else "(none)"
+            out.append(f"--- {node.name}: {guest} {state!r}; serial log tail\n{tail}")
+            if node.virsh("domid", guest).returncode == 0:
+                out.append(node.guest_report(guest))
+        ss = subprocess.run(
+            ["ip", "netns", "exec", node.netns, "ss", "-tinoe", "dst", GUEST_IP],
+            check=False, capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+        fdb = subprocess.run(
+            ["ip", "netns", "exec", node.netns, "bridge", "fdb", "show", "br", BRIDGE],
+            check=False, capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+        out.append(f"--- {node.name}: ss to the guest\n{ss}\n--- {node.name}: fdb\n{fdb}")
         for argv in (["-s", "link"], ["-br", "-4", "addr"], ["neigh"]):
             shown = subprocess.run(
                 ["ip", "-n", node.netns, *argv],
@@ -138,9 +166,9 @@ def _diagnose(nodes: tuple[LabNode, ...], tunnel: str) -> str:
 
 @pytest.fixture
 def echo_client(tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.Popen[str]]]]:
-    """Where the stop file goes; clients started by the test are killed (by handle) at the end."""
+    """Where stop files go; clients started by the test are killed (by handle) at the end."""
     started: list[subprocess.Popen[str]] = []
-    yield tmp_path / "stop", started
+    yield tmp_path, started
     for proc in started:
         if proc.poll() is None:
             proc.kill()
@@ -193,50 +221,88 @@ def test_bridged_tunnel_keeps_guest_tcp_connection_across_migration(
         client.refresh_from_db()
         assert (server.migration_address, client.migration_address) == ("198.19.0.1", "198.19.0.2")
 
-        name = lab_guests.track(f"vbr{int(time.time() * 1000) % 100000}", nat2, vpn1)
-        guest, _ = lab.boot_guest(
-            nat2, name, timeout=90, disk_mib=64, bridge=BRIDGE,
-            cmdline_extra=f"ip={GUEST_IP}/24 echo={ECHO_PORT}",
-        )  # fmt: skip
-        assert _can_connect(vpn1, GUEST_IP, ECHO_PORT), _diagnose((vpn1, nat2), tunnel.name)
-        stop, started = echo_client
-        udp_before = {node.name: _udp_errors(node) for node in (vpn1, nat2)}
-        proc = _start_client(vpn1, stop)
-        started.append(proc)
-        time.sleep(2)
-        assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
-        vm = VirtualMachine.objects.get(uuid=guest.uuid)
-        job, there = _migrate(vm, server)
-        assert job.status == JobStatus.SUCCEEDED, (job.log, udp_before, _udp_errors(vpn1))
-        assert "--migrateuri tcp://198.19.0.1" in job.command, job.command
-        assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
-        time.sleep(3)
-        vm.refresh_from_db()
-        back, back_s = _migrate(vm, client)
-        assert back.status == JobStatus.SUCCEEDED, (back.log, udp_before, _udp_errors(nat2))
-        assert "--migrateuri tcp://198.19.0.2" in back.command, back.command
-        assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
-        time.sleep(3)
-        stop.write_text("stop\n")
-        out, err = proc.communicate(timeout=60)
-        report = json.loads(out.strip().splitlines()[-1])
-        lost = report["sent"] - report["received"]
-        udp_drops = {
-            node.name: {k: v - udp_before[node.name][k] for k, v in _udp_errors(node).items()}
-            for node in (vpn1, nat2)
-        }
-        print(
-            f"VPN-BRIDGED there={there:.1f}s back={back_s:.1f}s "
-            f"downtime_ms={job.progress_detail.get('downtime_ms')}/"
-            f"{back.progress_detail.get('downtime_ms')} sent={report['sent']} "
-            f"lost={lost} max_gap={report['max_gap_s']}s drain={report['drain_s']}s "
-            f"error={report['error']!r} "
-            f"udp_drops={udp_drops}"
-        )
-        # TCP retransmits what the migration's pause dropped: nothing is lost for good.
-        assert report["error"] == "", (report, err)
-        assert report["sent"] > 200 and lost == 0, report
+        # The guest's counter must go on after each arrival; a guest that TCG froze is
+        # replaced by a fresh one once (tests/lab/liveness.py).
+        def round_trip(attempt: int) -> None:
+            name = lab_guests.track(f"vbr{attempt}{int(time.time() * 1000) % 10000}", nat2, vpn1)
+            stop = stop_dir / f"stop{attempt}"
+            try:
+                _round_trip_with_open_connection(lab, vpn1, nat2, name, stop, started, tunnel.name)
+            except GuestStalled:
+                for proc in started:
+                    if proc.poll() is None:
+                        proc.kill()
+                lab.remove_guest(name, nat2, vpn1)
+                raise
+
+        stop_dir, started = echo_client
+        retry_if_guest_stalled(round_trip)
     finally:
         services.stop(client)
         services.stop(server)
         Node.objects.filter(pk__in=[server.pk, client.pk]).update(migration_address="")
+
+
+def _round_trip_with_open_connection(
+    lab: Lab,
+    vpn1: LabNode,
+    nat2: LabNode,
+    name: str,
+    stop: Path,
+    started: list[subprocess.Popen[str]],
+    tunnel: str,
+) -> None:
+    """Boot ``name`` on nat2's overlay bridge, hold a connection to it from vpn1, and
+    migrate it to vpn1 and back through the product: no line may be lost."""
+    server, client = Node.objects.get(name=vpn1.name), Node.objects.get(name=nat2.name)
+    guest, _ = lab.boot_guest(
+        nat2, name, timeout=90, disk_mib=64, bridge=BRIDGE,
+        cmdline_extra=f"ip={GUEST_IP}/24 echo={ECHO_PORT} counter=1",
+    )  # fmt: skip
+    assert _can_connect(vpn1, GUEST_IP, ECHO_PORT), _diagnose((vpn1, nat2), tunnel)
+    udp_before = {node.name: _udp_errors(node) for node in (vpn1, nat2)}
+    proc = _start_client(vpn1, stop)
+    started.append(proc)
+    time.sleep(2)
+    assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
+    vm = VirtualMachine.objects.get(uuid=guest.uuid)
+    timeline = {"client_started": time.time()}
+    job, there = _migrate(vm, server)
+    timeline["there_done"] = time.time()
+    assert job.status == JobStatus.SUCCEEDED, (job.log, udp_before, _udp_errors(vpn1))
+    assert "--migrateuri tcp://198.19.0.1" in job.command, job.command
+    assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
+    wait_serial_progress(vpn1, name, last_number(nat2, name))
+    time.sleep(3)
+    vm.refresh_from_db()
+    timeline["back_start"] = time.time()
+    back, back_s = _migrate(vm, client)
+    timeline["back_done"] = time.time()
+    assert back.status == JobStatus.SUCCEEDED, (back.log, udp_before, _udp_errors(nat2))
+    assert "--migrateuri tcp://198.19.0.2" in back.command, back.command
+    assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
+    wait_serial_progress(nat2, name, last_number(vpn1, name))
+    time.sleep(3)
+    before_stop = _diagnose((vpn1, nat2), tunnel, name)
+    stop.write_text("stop\n")
+    out, err = proc.communicate(timeout=60)
+    report = json.loads(out.strip().splitlines()[-1])
+    lost = report["sent"] - report["received"]
+    udp_drops = {
+        node.name: {k: v - udp_before[node.name][k] for k, v in _udp_errors(node).items()}
+        for node in (vpn1, nat2)
+    }
+    print(
+        f"VPN-BRIDGED there={there:.1f}s back={back_s:.1f}s "
+        f"downtime_ms={job.progress_detail.get('downtime_ms')}/"
+        f"{back.progress_detail.get('downtime_ms')} sent={report['sent']} "
+        f"lost={lost} max_gap={report['max_gap_s']}s drain={report['drain_s']}s "
+        f"error={report['error']!r} udp_drops={udp_drops}"
+    )
+    # TCP retransmits what the migration's pause dropped: nothing is lost for good.
+    assert report["error"] == "", (report, err)
+    if lost:
+        print(before_stop)
+    timeline.update({k: report[k] for k in ("first_rx", "last_rx") if report.get(k)})
+    timeline = {k: round(v - timeline["client_started"], 2) for k, v in timeline.items()}
+    assert report["sent"] > 200 and lost == 0, (report, timeline)
