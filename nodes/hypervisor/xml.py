@@ -81,6 +81,11 @@ def parse_domain_xml(xml_text: str) -> DomainSummary:
     )
 
 
+def domain_virt_type(xml_text: str) -> str:
+    """The domain's ``type`` attribute: ``kvm``, ``qemu`` (TCG, software emulation), …"""
+    return ET.fromstring(xml_text).get("type", "")
+
+
 # -- devices: disks, NICs, consoles (the VM detail page and delete's disk choice) --
 
 

@@ -135,6 +135,7 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
             job, there = _migrate(vm, server)
             assert job.status == JobStatus.SUCCEEDED, job.log
             assert "--migrateuri tcp://100.64.0.1" in job.command, job.command
+            assert f"WARNING: {name} runs under TCG" in job.log, job.log
             assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
             assert nat2.virsh("domstate", name).returncode != 0
             wait_serial_progress(vpn1, name, last_number(nat2, name))

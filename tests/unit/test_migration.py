@@ -19,6 +19,7 @@ from vms.services.migration import (
     MigrationOptions,
     parse_options,
     request_migration,
+    tcg_live_migration_warning,
 )
 from vms.services.migration_watch import DestinationWatch, StallWatch, destination_lost_reason
 
@@ -325,3 +326,12 @@ def test_destination_watch_counts_a_copy_never_seen_running_once_data_moved() ->
         assert watch.lost == ""
         watch.copying_started()
         assert _wait_until(lambda: watch.lost == "gone")
+
+
+def test_a_live_migration_of_a_tcg_guest_is_warned_about_and_a_kvm_one_is_not() -> None:
+    warning = tcg_live_migration_warning("web1", "<domain type='qemu'><name>web1</name></domain>")
+    assert warning is not None
+    assert warning.startswith("WARNING: web1 runs under TCG")
+    assert "cold migration" in warning
+    kvm = "<domain type='kvm'><name>web1</name></domain>"
+    assert tcg_live_migration_warning("web1", kvm) is None
