@@ -22,6 +22,7 @@ from tests.integration.jobworker import start_worker
 from tests.lab._util import read_pid
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import GuestInfo, Lab
+from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
@@ -29,24 +30,8 @@ from vms.services import inventory, jobs, reconcile
 from vms.services.migration import parse_options, request_migration
 from vms.services.reconcile import reconcile_all
 
-ALIVE = re.compile(r"KVMMGR-GUEST-ALIVE (\d+)")
-COUNT = re.compile(r"KVMMGR-COUNT (\d+)")
 RECORD = re.compile(r"KVMMGR-RECORD (\d+)")
 DISK_RECORD = re.compile(rb"KVMMGR-REC (\d{8})\n")
-
-
-def _alive_counts(path: Path) -> list[int]:
-    try:
-        return [int(n) for n in ALIVE.findall(path.read_text(errors="replace"))]
-    except FileNotFoundError:
-        return []
-
-
-def _numbers(pattern: re.Pattern[str], path: Path) -> list[int]:
-    try:
-        return [int(n) for n in pattern.findall(path.read_text(errors="replace"))]
-    except FileNotFoundError:
-        return []
 
 
 def _records_on_disk(image: Path, tmp_path: Path) -> set[int]:
@@ -66,7 +51,7 @@ def _records_on_disk(image: Path, tmp_path: Path) -> set[int]:
 def _wait_alive_after(path: Path, floor: int, timeout: float = 20) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        counts = [n for n in _alive_counts(path) if n > floor]
+        counts = [n for n in serial_numbers(path, ALIVE) if n > floor]
         if counts:
             return counts[0]
         time.sleep(0.5)
@@ -112,7 +97,7 @@ def test_live_migration_there_and_back(
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
     assert vm.node == node1 and vm.state == VMState.RUNNING
     disk = Path("/var/lib/libvirt/images") / f"{migrating_guest.name}.qcow2"
-    before = max(_alive_counts(migrating_guest.serial_log), default=0)
+    before = max(serial_numbers(migrating_guest.serial_log, ALIVE), default=0)
 
     job = _migrate(vm, node2)
     assert job.status == JobStatus.SUCCEEDED, job.log
@@ -135,12 +120,12 @@ def test_live_migration_there_and_back(
     # The guest was not rebooted: its counters continue on the destination.
     dest_log = lab_node2.host_path(f"/var/log/libvirt/qemu/{migrating_guest.name}-serial.log")
     assert _wait_alive_after(dest_log, before) > before
-    source_counts = _numbers(COUNT, migrating_guest.serial_log)
-    dest_counts = _numbers(COUNT, dest_log)
+    source_counts = serial_numbers(migrating_guest.serial_log, COUNTER)
+    dest_counts = serial_numbers(dest_log, COUNTER)
     assert source_counts and dest_counts
     assert min(dest_counts) >= max(source_counts) - 1, "the counter restarted: guest rebooted?"
     # Nothing lost: every record the guest announced on the source is on the destination disk.
-    announced = set(_numbers(RECORD, migrating_guest.serial_log))
+    announced = set(serial_numbers(migrating_guest.serial_log, RECORD))
     assert len(announced) >= 5
     on_disk = _records_on_disk(lab_node2.host_path(disk), tmp_path)
     assert announced <= on_disk, f"records lost: {sorted(announced - on_disk)[:10]}"
@@ -348,7 +333,7 @@ def test_destination_qemu_killed_mid_copy_leaves_vm_on_source_and_no_orphan(
                 return
             time.sleep(0.3)
 
-    before = max(_alive_counts(migrating_guest.serial_log), default=0)
+    before = max(serial_numbers(migrating_guest.serial_log, ALIVE), default=0)
     killer = threading.Thread(target=kill_destination_qemu_when_copying, daemon=True)
     killer.start()
     job = _migrate(vm, node2, bandwidth_mib_s=1)
@@ -388,7 +373,7 @@ def test_worker_killed_mid_migration_is_reaped_and_reconciled(
         node2 = _register(lab_node2)
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
     disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
-    before = max(_alive_counts(migrating_guest.serial_log), default=0)
+    before = max(serial_numbers(migrating_guest.serial_log, ALIVE), default=0)
     # The worker is the subprocess below: the queue must not hand the job to anyone else.
     with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
         job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("it"))
@@ -446,7 +431,9 @@ def test_cold_migration_of_a_stopped_vm_copies_its_disk(
     disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
     # Let the guest write records, then stop it hard: the disk holds them.
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(_numbers(RECORD, migrating_guest.serial_log)) < 5:
+    while (
+        time.monotonic() < deadline and len(serial_numbers(migrating_guest.serial_log, RECORD)) < 5
+    ):
         time.sleep(0.5)
     lab_node.virsh("destroy", name, check=True)
     written = _records_on_disk(lab_node.host_path(disk), tmp_path)

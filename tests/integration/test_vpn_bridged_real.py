@@ -23,19 +23,21 @@ import pytest
 
 from nodes.models import Node
 from tests.integration.test_migration_real import _link_mtu
-from tests.integration.test_vpn_real import _can_connect, _migrate, _node, vpn_dir  # noqa: F401
+from tests.integration.test_vpn_real import (  # noqa: F401
+    _can_connect,
+    _migrate_leg,
+    _node,
+    vpn_dir,
+)
 from tests.lab import nat
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.liveness import (
-    ALIVE,
     GuestStalled,
-    last_number,
     retry_if_guest_stalled,
-    wait_serial_progress,
+    serial_log,
 )
 from tests.lab.node import LabNode
-from vms.choices import JobStatus
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vpn import services
@@ -139,7 +141,7 @@ def _diagnose(nodes: tuple[LabNode, ...], tunnel: str, guest: str = "") -> str:
     for node in nodes:
         if guest:
             state = node.virsh("domstate", "--reason", guest).stdout.strip()
-            serial = node.host_path(f"/var/log/libvirt/qemu/{guest}-serial.log")
+            serial = serial_log(node, guest)
             tail = serial.read_text(errors="replace")[-1500:] if serial.exists() else "(none)"
             out.append(f"--- {node.name}: {guest} {state!r}; serial log tail\n{tail}")
             if node.virsh("domid", guest).returncode == 0:
@@ -268,21 +270,16 @@ def _round_trip_with_open_connection(
     assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
     timeline = {"client_started": time.time()}
-    job, there = _migrate(vm, server)
+    job, there = _migrate_leg(
+        vm, server, vpn1, nat2, "198.19.0.1", why=lambda: (udp_before, _udp_errors(vpn1))
+    )
     timeline["there_done"] = time.time()
-    assert job.status == JobStatus.SUCCEEDED, (job.log, udp_before, _udp_errors(vpn1))
-    assert "--migrateuri tcp://198.19.0.1" in job.command, job.command
-    assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
-    wait_serial_progress(vpn1, name, last_number(nat2, name, ALIVE), ALIVE)
     time.sleep(3)
-    vm.refresh_from_db()
     timeline["back_start"] = time.time()
-    back, back_s = _migrate(vm, client)
+    back, back_s = _migrate_leg(
+        vm, client, nat2, vpn1, "198.19.0.2", why=lambda: (udp_before, _udp_errors(nat2))
+    )
     timeline["back_done"] = time.time()
-    assert back.status == JobStatus.SUCCEEDED, (back.log, udp_before, _udp_errors(nat2))
-    assert "--migrateuri tcp://198.19.0.2" in back.command, back.command
-    assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
-    wait_serial_progress(nat2, name, last_number(vpn1, name, ALIVE), ALIVE)
     time.sleep(3)
     before_stop = _diagnose((vpn1, nat2), tunnel, name)
     stop.write_text("stop\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ from django.test import Client, override_settings
 from nodes.models import Node
 from tests.factories import actor
 from tests.integration.test_migration_real import (
-    _alive_counts,
     _source_job_type,
     _wait_alive_after,
 )
@@ -30,6 +29,7 @@ from tests.lab.liveness import (
     GuestStalled,
     last_number,
     retry_if_guest_stalled,
+    serial_numbers,
     wait_serial_progress,
 )
 from tests.lab.node import LabNode, tcp_open
@@ -71,6 +71,25 @@ def _migrate(vm: VirtualMachine, dest: Node) -> tuple[Job, float]:
     jobs.execute(job.pk)
     job.refresh_from_db()
     return job, time.monotonic() - started
+
+
+def _migrate_leg(
+    vm: VirtualMachine,
+    dest: Node,
+    to: LabNode,
+    source: LabNode,
+    address: str,
+    why: Callable[[], object] = lambda: "",
+) -> tuple[Job, float]:
+    """Migrate ``vm`` to ``dest`` over the tunnel ``address`` through the product: the job
+    succeeds, the guest runs on ``to`` and goes on printing there (else GuestStalled)."""
+    vm.refresh_from_db()
+    job, took = _migrate(vm, dest)
+    assert job.status == JobStatus.SUCCEEDED, (job.log, why())
+    assert f"--migrateuri tcp://{address}" in job.command, job.command
+    assert to.virsh("domstate", vm.name, check=True).stdout.strip() == "running"
+    wait_serial_progress(to, vm.name, last_number(source, vm.name, ALIVE), ALIVE)
+    return job, took
 
 
 @pytest.mark.django_db
@@ -131,19 +150,10 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
             guest, _ = lab.boot_guest(nat2, name, timeout=90, disk_mib=64)
             assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
             vm = VirtualMachine.objects.get(uuid=guest.uuid)
-            job, there = _migrate(vm, server)
-            assert job.status == JobStatus.SUCCEEDED, job.log
-            assert "--migrateuri tcp://100.64.0.1" in job.command, job.command
+            job, there = _migrate_leg(vm, server, vpn1, nat2, "100.64.0.1")
             assert f"WARNING: {name} runs under TCG" in job.log, job.log
-            assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
             assert nat2.virsh("domstate", name).returncode != 0
-            wait_serial_progress(vpn1, name, last_number(nat2, name, ALIVE), ALIVE)
-            vm.refresh_from_db()
-            back, back_s = _migrate(vm, client)
-            assert back.status == JobStatus.SUCCEEDED, back.log
-            assert "--migrateuri tcp://100.64.0.2" in back.command
-            assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
-            wait_serial_progress(nat2, name, last_number(vpn1, name, ALIVE), ALIVE)
+            back, back_s = _migrate_leg(vm, client, nat2, vpn1, "100.64.0.2")
         except GuestStalled:
             lab.remove_guest(name, nat2, vpn1)
             raise
@@ -237,7 +247,7 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
             time.sleep(1)
         assert _source_job_type(nat2, name) in ("None", "")
         assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
-        before = max(_alive_counts(guest.serial_log), default=0)
+        before = max(serial_numbers(guest.serial_log, ALIVE), default=0)
         assert _wait_alive_after(guest.serial_log, before) > before
         assert vpn1.virsh("domstate", name).returncode != 0
         assert reconcile_all() == {}  # nothing left for the reconciler either
