@@ -101,8 +101,9 @@ def test_live_migration_there_and_back(
 
     job = _migrate(vm, node2)
     assert job.status == JobStatus.SUCCEEDED, job.log
-    assert "virsh -c qemu+ssh://root@198.51.100.11/system migrate" in job.command
-    assert "--copy-storage-all" in job.command and "--migrateuri tcp://198.51.100.12" in job.command
+    assert f"virsh -c qemu+ssh://root@{lab_node.address}/system migrate" in job.command
+    assert "--copy-storage-all" in job.command
+    assert f"--migrateuri tcp://{lab_node2.address}" in job.command
     assert job.progress == 100 and job.progress_detail["downtime_ms"] is not None
     # The domain runs on node2 only, persistent there; the source copy is gone.
     assert lab_node2.virsh("domstate", migrating_guest.name, check=True).stdout.strip() == "running"
