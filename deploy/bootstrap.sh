@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what kvmmgr needs on Debian 12 and builds the Python venv.
+# Installs what kvmmgr needs on Debian 13 (trixie) or Debian 12 (bookworm) and builds
+# the Python venv. On Debian 12 libvirt and QEMU come from bookworm-backports
+# (libvirt 11.3, QEMU 10.0: Debian 13's versions), which this script enables.
 # Safe to run again: it installs only what is missing and reinstalls Python
 # packages only when a requirements file changed.
 #   deploy/bootstrap.sh run    packages to run the manager
@@ -10,9 +12,11 @@ MODE="${1:-run}"
 
 RUN_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config
-  libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 qemu-utils
   virtinst redis-server openssh-client ca-certificates
 )
+# Taken from bookworm-backports on Debian 12 (QEMU 7.2 loses guest memory in TCG live
+# migration and libvirt 9.0 has no multifd compression); from the release on Debian 13.
+VIRT_PACKAGES=(libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 qemu-utils)
 TEST_PACKAGES=(
   openssh-server busybox-static cpio iproute2 iptables postgresql
   # real OpenVPN tunnels between lab nodes (vpn app, tests/integration/test_vpn_real.py)
@@ -24,10 +28,20 @@ TEST_PACKAGES=(
 packages=("${RUN_PACKAGES[@]}")
 if [ "$MODE" = "test" ]; then packages+=("${TEST_PACKAGES[@]}"); fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+# shellcheck disable=SC1091 # the running system's release file
+CODENAME="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+BACKPORTS=""
+[ "$CODENAME" = "bookworm" ] && [ "${KVMMGR_NO_BACKPORTS:-0}" != "1" ] && BACKPORTS="bookworm-backports"
+
 missing=()
-for pkg in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$pkg")
+for pkg in "${packages[@]}"; do installed "$pkg" || missing+=("$pkg"); done
+virt_missing=()
+for pkg in "${VIRT_PACKAGES[@]}"; do
+  if ! installed "$pkg"; then
+    virt_missing+=("$pkg")
+  elif [ -n "$BACKPORTS" ] && ! dpkg-query -W -f='${Version}' "$pkg" | grep -q bpo; then
+    virt_missing+=("$pkg") # Debian 12's own 9.0/7.2: upgrade to the backports
   fi
 done
 # npm builds the vendored browser libraries. A machine may already have Node.js from
@@ -35,14 +49,28 @@ done
 if ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
-if [ "${#missing[@]}" -gt 0 ]; then
+if [ "${#missing[@]}" -gt 0 ] || [ "${#virt_missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "bootstrap: missing packages ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    echo "bootstrap: missing packages ${missing[*]} ${virt_missing[*]}; run as root (see README: Installing)" >&2
     exit 1
   fi
-  echo "bootstrap: installing ${missing[*]}"
+  if [ -n "$BACKPORTS" ] && ! grep -rqs "$BACKPORTS" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "bootstrap: enabling $BACKPORTS for libvirt 11 / QEMU 10"
+    printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: $BACKPORTS" \
+      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+      > /etc/apt/sources.list.d/kvmmgr-backports.sources
+  fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "${#virt_missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing ${virt_missing[*]}${BACKPORTS:+ from $BACKPORTS}"
+    apt-get install -y -qq --no-install-recommends ${BACKPORTS:+-t "$BACKPORTS"} \
+      "${virt_missing[@]}" >/dev/null
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 fi
 
 VENV="$ROOT/.venv"
