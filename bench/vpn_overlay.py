@@ -181,7 +181,9 @@ def run(rounds: int, mib: int) -> dict[str, Any]:
                 order = ["direct", "tunnel"] if i % 2 == 0 else ["tunnel", "direct"]
                 for path in order:
                     address = vpn1.address if path == "direct" else tunnel_ip
-                    Node.objects.filter(pk=server.pk).update(migration_address=address)
+                    Node.objects.filter(pk=server.pk).update(
+                        migration_address=address, migration_ssh_port=22
+                    )
                     server.refresh_from_db()
                     seconds, downtime = migrate(vm, server)
                     results["migration"][path].append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -40,6 +41,15 @@ class Node(models.Model):
         help_text="Address other nodes use to reach this one for migration "
         "(its VPN tunnel address where it has one). Empty: the URI's host.",
     )
+    migration_ssh_port = models.PositiveIntegerField(
+        "migration ssh port",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Port of this node's sshd at its migration address, for its peers "
+        "(the manager's port forward is not theirs). Empty: 22, or the URI's port when "
+        "the migration address is empty too.",
+    )
     enabled = models.BooleanField(default=True)
     virt_type = models.CharField(
         "virtualization",
@@ -72,6 +82,30 @@ class Node(models.Model):
         if self.migration_address:
             return self.migration_address
         return parse_node_uri(self.uri, resolve=False).host
+
+    @property
+    def effective_migration_ssh_port(self) -> int:
+        """The ssh port peers use: explicit; else the URI's port when peers use the
+        URI's host too (no migration address: the manager's path is theirs); else 22."""
+        if self.migration_ssh_port:
+            return self.migration_ssh_port
+        if not self.migration_address:
+            return parse_node_uri(self.uri, resolve=False).port or 22
+        return 22
+
+    @property
+    def migration_ssh_user(self) -> str:
+        """The account peers log in as: the URI's user (migration trust authorizes
+        the peers' keys for that account)."""
+        return parse_node_uri(self.uri, resolve=False).user or ""
+
+    @property
+    def peer_path(self) -> str:
+        """How peers reach this node's sshd for migration, as ``user@address:port``."""
+        address = self.effective_migration_address
+        host = f"[{address}]" if ":" in address else address
+        user = f"{self.migration_ssh_user}@" if self.migration_ssh_user else ""
+        return f"{user}{host}:{self.effective_migration_ssh_port}"
 
     @property
     def console_host(self) -> str:

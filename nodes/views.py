@@ -23,7 +23,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
 
 
 def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
-    fields = ("name", "uri", "migration_address", "virt_type", "enabled")
+    fields = ("name", "uri", "migration_address", "migration_ssh_port", "virt_type", "enabled")
     data = {key: form.cleaned_data[key] for key in fields}
     try:
         if node is None:

@@ -393,7 +393,10 @@ def up(
     now = timezone.now()
     for one in members:
         TunnelMember.objects.filter(pk=one.pk).update(installed_at=now)
-        Node.objects.filter(pk=one.node_id).update(migration_address=one.address)
+        # Peers now reach the node's own sshd at its tunnel address: the peer path.
+        Node.objects.filter(pk=one.node_id).update(
+            migration_address=one.address, migration_ssh_port=22
+        )
         refresh_status(one)
     return lines
 

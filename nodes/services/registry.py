@@ -32,6 +32,7 @@ def add_node(
     name: str,
     uri: str,
     migration_address: str = "",
+    migration_ssh_port: int | None = None,
     enabled: bool = True,
     virt_type: str = VirtType.AUTO,
 ) -> Node:
@@ -44,12 +45,14 @@ def add_node(
         name=name.strip(),
         uri=uri.strip(),
         migration_address=migration_address.strip(),
+        migration_ssh_port=migration_ssh_port,
         enabled=enabled,
         virt_type=virt_type,
     )
     params = {
         "uri": node.uri,
         "migration_address": node.migration_address,
+        "migration_ssh_port": node.migration_ssh_port,
         "enabled": enabled,
         "virt_type": virt_type,
     }
@@ -65,7 +68,7 @@ def add_node(
 
 def update_node(node: Node, actor: Actor, **changes: object) -> Node:
     """Apply changes to a node after validating the whole result."""
-    allowed = {"name", "uri", "migration_address", "enabled", "virt_type"}
+    allowed = {"name", "uri", "migration_address", "migration_ssh_port", "enabled", "virt_type"}
     unknown = set(changes) - allowed
     if unknown:
         raise TypeError(f"cannot change {', '.join(sorted(unknown))}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from nodes.hypervisor.errors import HypervisorError
 from nodes.models import Node
 from nodes.remote import RemoteNode, open_remote
-from nodes.validators import parse_node_uri, validate_host
+from nodes.validators import validate_host
 
 NODE_DIR = "/etc/libvirt/kvmmgr"
 KEY = f"{NODE_DIR}/migration_key"
@@ -54,13 +54,18 @@ class NodeIdentity:
 
 
 def peer_uri(dest: Node) -> str:
-    """The URI a source node's libvirtd uses to reach ``dest`` for p2p migration."""
-    parsed = parse_node_uri(dest.uri, resolve=False)
+    """The URI a source node's libvirtd uses to reach ``dest`` for p2p migration.
+
+    Built from the peer path only (migration address, migration ssh port): the
+    manager's path (the URI's host and port, often a router's port forward) is
+    not where peers find the node.
+    """
     address = dest.effective_migration_address
     host = f"[{address}]" if ":" in address else address
-    port = f":{parsed.port}" if parsed.port else ""
-    user = f"{parsed.user}@" if parsed.user else ""
-    return f"qemu+ssh://{user}{host}{port}/system?command={WRAPPER}&no_tty=1"
+    port = dest.effective_migration_ssh_port
+    port_part = f":{port}" if port != 22 else ""
+    user = f"{dest.migration_ssh_user}@" if dest.migration_ssh_user else ""
+    return f"qemu+ssh://{user}{host}{port_part}/system?command={WRAPPER}&no_tty=1"
 
 
 def display_peer_uri(dest: Node) -> str:
@@ -68,11 +73,12 @@ def display_peer_uri(dest: Node) -> str:
     return peer_uri(dest).split("?", 1)[0]
 
 
-def _known_hosts_name(node: Node) -> str:
-    parsed = parse_node_uri(node.uri, resolve=False)
+def known_hosts_name(node: Node) -> str:
+    """The name peers' ssh looks the node's host key up by: its peer path."""
     address = node.effective_migration_address
-    if parsed.port and parsed.port != 22:
-        return f"[{address}]:{parsed.port}"
+    port = node.effective_migration_ssh_port
+    if port != 22:
+        return f"[{address}]:{port}"
     return address
 
 
@@ -123,7 +129,7 @@ def establish(nodes: list[Node]) -> list[str]:
     report = []
     for node in nodes:
         peers = [identities[other.pk] for other in nodes if other.pk != node.pk]
-        known = "".join(f"{_known_hosts_name(peer.node)} {peer.host_key_line}\n" for peer in peers)
+        known = "".join(f"{known_hosts_name(peer.node)} {peer.host_key_line}\n" for peer in peers)
         with open_remote(node.name, node.uri) as remote:
             remote.write_file(SSH_CONFIG, SSH_CONFIG_TEXT, 0o600)
             remote.write_file(WRAPPER, WRAPPER_TEXT, 0o700)
@@ -172,6 +178,17 @@ def preflight(source: Node, dest: Node, port: int | None = None) -> Preflight:
     return Preflight(result.stdout.strip(), "", port_answers)
 
 
+def peer_path_failure(source: Node, dest: Node, error: str) -> str:
+    """Why ``source`` cannot use ``dest``'s peer path, and which setting decides it."""
+    return (
+        f"{source.name} cannot reach {dest.name}'s libvirt over the peer path "
+        f"{dest.peer_path} (its migration address and migration ssh port) for peer-to-peer "
+        f"migration: {error}. Peers do not use the manager's path ({dest.uri}); fix the "
+        f"peer path with `manage.py editnode {dest.name} --migration-address ADDRESS "
+        f"--migration-ssh-port PORT` or on the node's edit page"
+    )
+
+
 def ensure(source: Node, dest: Node, port: int | None = None) -> tuple[Preflight, list[str]]:
     """Check the path; install trust only if the check fails, then check again.
 
@@ -184,9 +201,5 @@ def ensure(source: Node, dest: Node, port: int | None = None) -> tuple[Preflight
     report = establish([source, dest])
     second = preflight(source, dest, port)
     if not second.ok:
-        raise HypervisorError(
-            f"{source.name} cannot reach {dest.name}'s libvirt at "
-            f"{dest.effective_migration_address} for peer-to-peer migration: {second.error}",
-            retryable=True,
-        )
+        raise HypervisorError(peer_path_failure(source, dest, second.error), retryable=True)
     return second, [f"installed after: {first.error}", *report]

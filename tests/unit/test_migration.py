@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
-from nodes.services.trust import display_peer_uri, peer_uri
+from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_failure, peer_uri
 from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus, VMState
 from vms.services.jobs import JobConflict
@@ -109,14 +109,50 @@ def test_a_vm_in_another_job_cannot_migrate() -> None:
 
 
 @pytest.mark.django_db
-def test_peer_uri_uses_the_migration_address_and_the_node_wrapper() -> None:
+def test_peer_uri_uses_the_peer_path_never_the_managers_port_forward() -> None:
+    # The manager reaches n2 through a router's port forward; peers use its tunnel
+    # address and its own sshd on port 22 (the default once a migration address is set).
     dest = make_node(
         name="n2", uri="qemu+ssh://admin@127.0.0.1:2222/system", migration_address="100.64.0.2"
     )
     assert peer_uri(dest) == (
-        "qemu+ssh://admin@100.64.0.2:2222/system?command=/etc/libvirt/kvmmgr/kvmmgr-ssh&no_tty=1"
+        "qemu+ssh://admin@100.64.0.2/system?command=/etc/libvirt/kvmmgr/kvmmgr-ssh&no_tty=1"
     )
-    assert display_peer_uri(dest) == "qemu+ssh://admin@100.64.0.2:2222/system"
+    assert display_peer_uri(dest) == "qemu+ssh://admin@100.64.0.2/system"
+    assert known_hosts_name(dest) == "100.64.0.2"
+    assert dest.peer_path == "admin@100.64.0.2:22"
+    dest.migration_ssh_port = 2200
+    assert display_peer_uri(dest) == "qemu+ssh://admin@100.64.0.2:2200/system"
+    assert known_hosts_name(dest) == "[100.64.0.2]:2200"
+    assert dest.peer_path == "admin@100.64.0.2:2200"
+
+
+@pytest.mark.django_db
+def test_without_a_migration_address_peers_use_the_managers_path() -> None:
+    dest = make_node(name="n2", uri="qemu+ssh://root@127.0.0.1:2222/system")
+    assert display_peer_uri(dest) == "qemu+ssh://root@127.0.0.1:2222/system"
+    assert known_hosts_name(dest) == "[127.0.0.1]:2222"
+    dest.migration_ssh_port = 22
+    assert display_peer_uri(dest) == "qemu+ssh://root@127.0.0.1/system"
+
+
+@pytest.mark.django_db
+def test_peer_path_failure_names_the_path_and_the_setting() -> None:
+    source = make_node(name="n1", uri="qemu+ssh://root@127.0.0.1/system")
+    dest = make_node(
+        name="n2", uri="qemu+ssh://root@localhost:2222/system", migration_address="100.64.0.2",
+        migration_ssh_port=2222,
+    )  # fmt: skip
+    message = peer_path_failure(
+        source, dest, "ssh: connect to host 100.64.0.2 port 2222: Connection refused"
+    )
+    assert message.startswith(
+        "n1 cannot reach n2's libvirt over the peer path root@100.64.0.2:2222 "
+        "(its migration address and migration ssh port)"
+    ), message
+    assert "Connection refused" in message
+    assert "not use the manager's path (qemu+ssh://root@localhost:2222/system)" in message
+    assert "manage.py editnode n2 --migration-address ADDRESS --migration-ssh-port PORT" in message
 
 
 def test_request_flags_params_and_equivalent_command() -> None:

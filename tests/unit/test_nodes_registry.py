@@ -84,3 +84,48 @@ def test_editnode_and_removenode_commands() -> None:
         call_command("editnode", "n2", "--uri", "qemu+ssh://x@../system")
     call_command("removenode", "n2", "--yes")
     assert not Node.objects.exists()
+
+
+@pytest.mark.django_db
+def test_migration_ssh_port_from_the_commands_and_its_bounds() -> None:
+    call_command(
+        "addnode", "n1", "qemu+ssh://root@127.0.0.1:2222/system",
+        "--migration-address", "localhost", "--migration-ssh-port", "2200",
+    )  # fmt: skip
+    node = Node.objects.get()
+    assert (node.migration_ssh_port, node.peer_path) == (2200, "root@localhost:2200")
+    call_command("editnode", "n1", "--migration-ssh-port", "")
+    node.refresh_from_db()
+    assert (node.migration_ssh_port, node.effective_migration_ssh_port) == (None, 22)
+    for bad in ("0", "65536"):
+        with pytest.raises(CommandError, match="migration_ssh_port"):
+            call_command("editnode", "n1", "--migration-ssh-port", bad)
+    with pytest.raises(CommandError, match="must be a port number"):
+        call_command("editnode", "n1", "--migration-ssh-port", "ssh")
+    node.refresh_from_db()
+    assert node.migration_ssh_port is None
+
+
+@pytest.mark.django_db
+def test_node_form_and_pages_show_both_paths(admin_client) -> None:
+    response = admin_client.post(
+        "/nodes/add/",
+        {
+            "name": "n1",
+            "uri": "qemu+ssh://root@127.0.0.1:2222/system",
+            "migration_address": "localhost",
+            "migration_ssh_port": "22",
+            "virt_type": "auto",
+            "enabled": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()
+    node = Node.objects.get()
+    assert (node.migration_ssh_port, node.peer_path) == (22, "root@localhost:22")
+    listing = admin_client.get("/nodes/").content.decode()
+    assert "<code>root@localhost:22</code>" in listing
+    page = admin_client.get(f"/stats/node/{node.pk}/").content.decode()
+    assert "manager's path <code>qemu+ssh://root@127.0.0.1:2222/system</code>" in page
+    assert "peer path (migration) <code>root@localhost:22</code>" in page
+    form = admin_client.get(f"/nodes/{node.pk}/edit/").content.decode()
+    assert 'name="migration_ssh_port"' in form

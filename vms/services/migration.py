@@ -266,7 +266,8 @@ def _prechecks(
             "migration ports",
             bool(path.port_answers),
             f"{source.name} {'reaches' if path.port_answers else 'gets no answer from'} "
-            f"{address}:{MIGRATION_PORT} (49152-49215 must be open)",
+            f"{address}:{MIGRATION_PORT} (49152-49215 must be open at {dest.name}'s "
+            "migration address, its setting --migration-address)",
         )
     ctx.check_abort()
     return plans

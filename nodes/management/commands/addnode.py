@@ -20,7 +20,17 @@ class Command(BaseCommand):
             "uri", help="qemu+ssh://user@host[:port]/system, qemu:///system or test:///…"
         )
         parser.add_argument(
-            "--migration-address", default="", help="address peers use for migration"
+            "--migration-address",
+            default="",
+            help="address peers use for migration (e.g. its VPN tunnel address); "
+            "default: the URI's host",
+        )
+        parser.add_argument(
+            "--migration-ssh-port",
+            type=int,
+            default=None,
+            help="port of the node's sshd at its migration address, for peers (not the "
+            "manager's port forward); default: 22, or the URI's port without --migration-address",
         )
         parser.add_argument("--disabled", action="store_true", help="register without polling it")
         parser.add_argument(
@@ -38,10 +48,12 @@ class Command(BaseCommand):
                     name=str(opts["name"]),
                     uri=str(opts["uri"]),
                     migration_address=str(opts["migration_address"]),
+                    migration_ssh_port=opts["migration_ssh_port"],  # type: ignore[arg-type]
                     enabled=not opts["disabled"],
                     virt_type=str(opts["virt_type"]),
                 )
         except ValidationError as exc:
             raise validation_error_to_command_error(exc) from exc
         self.stdout.write(self.style.SUCCESS(f"added node {node.name} ({node.uri})"))
+        self.stdout.write(f"peers reach it for migration at {node.peer_path}")
         self.stdout.write(f"check it with: manage.py checknode {node.name}")

@@ -34,6 +34,8 @@ class Command(BaseCommand):
                     "uri": n.uri,
                     "status": n.status_label,
                     "migration_address": n.effective_migration_address,
+                    "migration_ssh_port": n.effective_migration_ssh_port,
+                    "peer_path": n.peer_path,
                     "enabled": n.enabled,
                     "vms": n.vm_count,
                     "last_seen": n.last_seen.isoformat() if n.last_seen else None,
