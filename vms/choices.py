@@ -53,3 +53,11 @@ class JobKind(models.TextChoices):
     @classmethod
     def vpn(cls) -> tuple[str, ...]:
         return (cls.VPN_UP, cls.VPN_START, cls.VPN_STOP, cls.VPN_RESTART)
+
+
+class MediaRemedy(models.TextChoices):
+    """What a migration does with a CD-ROM/floppy image or read-only disk the destination lacks."""
+
+    REFUSE = "", "nothing: the pre-check fails and says what to do"
+    EJECT = "eject", "take the media out for the move (the VM arrives with empty drives)"
+    COPY = "copy", "copy the images to the destination's pool first"

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
+from vms.choices import MediaRemedy
 from vms.models import VirtualMachine
 from vms.services.convergence import TimeoutPolicy
 from vms.services.jobs import JobConflict
@@ -27,6 +28,7 @@ OPTION_FIELDS = (
     "timeout_policy",
     "keep_source_disks",
     "check_only",
+    "media",
 )
 CHECKBOXES = {"auto_converge", "compressed", "postcopy", "keep_source_disks", "check_only"}
 
@@ -67,6 +69,12 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
             "general_errors": errors.get("__all__", []),
             "values": values,
             "policies": [p.value for p in TimeoutPolicy],
+            "media_remedies": MediaRemedy.choices,
+            "media": [
+                d
+                for d in vm.xml_summary.get("disks", [])
+                if d.get("path") and (d.get("device") != "disk" or d.get("readonly"))
+            ],
             "selected": request.POST.get("destination", ""),
         },
     )

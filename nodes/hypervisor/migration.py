@@ -45,6 +45,10 @@ class MigrationRequest:
     parallel_connections: int = 0
     # The plain destination URI shown in the equivalent virsh command.
     display_dest_uri: str = ""
+    # The domain's definitions for the destination when they must differ from the
+    # source's (media taken out for the move); "" keeps the source's.
+    dest_xml: str = ""
+    persist_xml: str = ""
 
     @property
     def tcp_uri(self) -> str:
@@ -85,6 +89,10 @@ class MigrationRequest:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.bandwidth_mib_s
         if self.parallel_connections:
             params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = self.parallel_connections
+        if self.dest_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = self.dest_xml
+        if self.persist_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = self.persist_xml
         return params
 
     def virsh_command(self) -> list[str]:
@@ -113,6 +121,11 @@ class MigrationRequest:
             argv += ["--migrateuri", self.tcp_uri]
             if self.copy_storage:
                 argv += ["--disks-uri", self.tcp_uri]
+        # Files holding dest_xml / persist_xml (the job log says what they change).
+        if self.dest_xml:
+            argv += ["--xml", f"{self.domain_name}-dest.xml"]
+        if self.persist_xml:
+            argv += ["--persistent-xml", f"{self.domain_name}-persistent.xml"]
         argv += [self.domain_name, self.display_dest_uri or self.dest_uri]
         return argv
 

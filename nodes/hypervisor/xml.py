@@ -5,6 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+# Keep libvirt's usual prefixes when a domain XML is written back out.
+ET.register_namespace("qemu", "http://libvirt.org/schemas/domain/qemu/1.0")
+
 _UNIT_TO_KIB = {
     "b": 1 / 1024,
     "bytes": 1 / 1024,
@@ -240,3 +243,30 @@ def parse_domain_devices(xml_text: str) -> DomainDevices:
         nvram=nvram,
         uefi=uefi,
     )
+
+
+#: Devices whose medium can be taken out without changing the guest's hardware.
+REMOVABLE_DEVICES = frozenset({"cdrom", "floppy"})
+
+
+def without_media(xml_text: str, targets: set[str] | frozenset[str]) -> str:
+    """The domain XML with the media of the given removable drives taken out.
+
+    The drives stay (same bus, same address: the guest's hardware is unchanged,
+    which libvirt's ABI check on a migration's destination XML demands); only
+    their ``<source>`` goes, as if the tray had been emptied. Targets the XML does
+    not have are left alone (a live-only or config-only drive); ``ValueError`` for
+    a target that is not a CD-ROM or floppy drive.
+    """
+    root = ET.fromstring(xml_text)
+    for element in root.findall("./devices/disk"):
+        target = element.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev not in targets:
+            continue
+        if element.get("device", "disk") not in REMOVABLE_DEVICES:
+            raise ValueError(f"{dev} is not a CD-ROM or floppy drive: it has no medium to take out")
+        for child in list(element):
+            if child.tag in {"source", "backingStore"}:
+                element.remove(child)
+    return ET.tostring(root, encoding="unicode")

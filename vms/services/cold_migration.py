@@ -15,7 +15,7 @@ from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
 from vms.models import VirtualMachine
-from vms.services import inventory
+from vms.services import inventory, migration_media
 from vms.services.jobs import JobContext
 
 if TYPE_CHECKING:
@@ -54,15 +54,19 @@ def run_cold(
     )
     ctx.progress(1, phase="pre-checks")
     plans = check_disk_placement(ctx, vm, source, dest)
+    media = migration_media.check_media(ctx, vm, source, dest, options.media)
     warn_nic_mtus(ctx, dest, prep.domain_xml(source.uri, uuid))
     total = sum(plan.disk.capacity_bytes for plan in plans)
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can move from {source.name} to {dest.name} while stopped")
         return
-    xml = coldcopy.inactive_xml(source.uri, uuid)
+    xml = migration_media.eject_for_cold(
+        ctx, media, vm, coldcopy.inactive_xml(source.uri, uuid), dest
+    )
     defined = False
     try:
         create_volumes(ctx, dest, plans)
+        migration_media.copy_media(ctx, media, source, dest)
         done = 0
         for plan in plans:
             ctx.check_abort()

@@ -27,9 +27,9 @@ from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.xml import domain_virt_type
 from nodes.models import Node
 from nodes.services import trust
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
 from vms.models import Job, VirtualMachine
-from vms.services import inventory
+from vms.services import inventory, migration_media
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
 from vms.services.jobs import JobAborted, JobContext, submit
 from vms.services.migration_watch import (
@@ -61,6 +61,8 @@ class MigrationOptions:
     keep_source_disks: bool = False
     parallel_connections: int = 0
     check_only: bool = False
+    # What to do with media the destination lacks (vms.choices.MediaRemedy).
+    media: str = MediaRemedy.REFUSE
 
 
 def _int(
@@ -120,7 +122,13 @@ def parse_options(data: dict[str, Any]) -> MigrationOptions:
             data, "parallel_connections", "Parallel connections", low=0, high=16, errors=errors
         ),
         check_only=_bool(data, "check_only"),
+        media=str(data.get("media") or MediaRemedy.REFUSE).strip().lower(),
     )
+    if options.media not in MediaRemedy.values:
+        errors["media"] = (
+            f"Media must be one of {', '.join(v for v in MediaRemedy.values if v)} "
+            f"(got {options.media!r})."
+        )
     if options.timeout_policy not in TimeoutPolicy.__members__.values():
         errors["timeout_policy"] = (
             f"Timeout policy must be one of {', '.join(p.value for p in TimeoutPolicy)}."
@@ -451,6 +459,7 @@ def run_migrate(ctx: JobContext) -> None:
     )
     ctx.set_command(request.virsh_command())
     plans = _prechecks(ctx, vm, source, dest, live)
+    media = migration_media.check_media(ctx, vm, source, dest, options.media)
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
         return
@@ -461,10 +470,12 @@ def run_migrate(ctx: JobContext) -> None:
         timeout_policy=TimeoutPolicy(options.timeout_policy),
         postcopy_allowed=options.postcopy,
     )
+    request = migration_media.eject_for_live(ctx, media, vm, request, dest)
     started = time.monotonic()
     try:
         ctx.progress(3, phase="preparing destination volumes")
         create_volumes(ctx, dest, plans)
+        migration_media.copy_media(ctx, media, source, dest)
         ctx.progress(5, phase="starting migration")
         lost = destination_lost_reason(dest.name, vm.name)
         with DestinationWatch(dest.uri, str(vm.uuid), lost) as dest_watch:

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from kvmmgr.access import Actor
 from nodes.models import Node
+from vms.choices import MediaRemedy
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
 from vms.services.convergence import TimeoutPolicy
@@ -43,6 +44,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--keep-source-disks", action="store_true")
         parser.add_argument(
+            "--media",
+            choices=[r.value for r in MediaRemedy if r.value],
+            default="",
+            help="CD-ROM/floppy images or read-only disks the destination lacks: 'eject' "
+            "takes them out for the move, 'copy' copies them to the destination's pool first "
+            "(default: the pre-check fails and names them)",
+        )
+        parser.add_argument(
             "--check", action="store_true", help="run the pre-checks only (dry run)"
         )
 
@@ -64,6 +73,7 @@ class Command(BaseCommand):
                     "timeout_policy": opts["timeout_policy"],
                     "keep_source_disks": opts["keep_source_disks"],
                     "check_only": opts["check"],
+                    "media": opts["media"],
                 }
             )
         except ValidationError as exc:
