@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from nodes import features as nf
 from nodes.validators import (
     parse_node_uri,
     validate_migration_address,
@@ -124,6 +125,24 @@ class Node(models.Model):
         if self.virt_type != VirtType.AUTO:
             return self.virt_type
         return "kvm" if self.facts.get("kvm_usable", True) else "qemu"
+
+    @property
+    def libvirt_version(self) -> str:
+        """libvirt's version as last read ("" before the first read)."""
+        return str(self.facts.get("libvirt_version") or "")
+
+    @property
+    def qemu_version(self) -> str:
+        """QEMU's version as last read ("" before the first read or on another driver)."""
+        return nf.qemu_version_of(self.facts)
+
+    @property
+    def migration_feature_rows(self) -> list[tuple[str, bool, str]]:
+        """(label, offered, why) per migration feature, from the facts; empty before a read."""
+        if not self.libvirt_version:
+            return []
+        have = set(nf.features_of(self.facts))
+        return [(f.label, f.key in have, f.why) for f in nf.FEATURES]
 
     @property
     def is_online(self) -> bool:

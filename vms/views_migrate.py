@@ -15,29 +15,34 @@ from vms.models import VirtualMachine
 from vms.services.convergence import TimeoutPolicy
 from vms.services.jobs import JobConflict
 from vms.services.migration import MigrationOptions, parse_options, request_migration
+from vms.services.migration_features import COMPRESSION_CHOICES, feature_labels, shared_labels
 
 OPTION_FIELDS = (
     "bandwidth_mib_s",
     "max_downtime_ms",
     "auto_converge",
-    "compressed",
+    "compression",
     "postcopy",
     "parallel_connections",
     "completion_timeout_s",
     "stall_timeout_s",
     "timeout_policy",
     "keep_source_disks",
+    "sync_writes",
     "check_only",
     "media",
 )
-CHECKBOXES = {"auto_converge", "compressed", "postcopy", "keep_source_disks", "check_only"}
+CHECKBOXES = {"auto_converge", "postcopy", "keep_source_disks", "sync_writes", "check_only"}
 
 
 @require_http_methods(["GET", "POST"])
 def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
     vm = get_object_or_404(VirtualMachine.objects.select_related("node"), uuid=uuid)
     require(Actor.from_request(request), Permission.VM_MIGRATE, action="vm.migrate", target=vm.name)
-    destinations = Node.objects.exclude(pk=vm.node_id).order_by("name")
+    destinations = [
+        (node, shared_labels(vm.node, node))
+        for node in Node.objects.exclude(pk=vm.node_id).order_by("name")
+    ]
     errors: dict[str, list[str]] = {}
     values: dict[str, object] = {key: getattr(MigrationOptions, key) for key in OPTION_FIELDS}
     if request.method == "POST":
@@ -75,6 +80,8 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
                 for d in vm.xml_summary.get("disks", [])
                 if d.get("path") and (d.get("device") != "disk" or d.get("readonly"))
             ],
+            "compressions": COMPRESSION_CHOICES,
+            "source_features": feature_labels(vm.node),
             "selected": request.POST.get("destination", ""),
         },
     )

@@ -9,7 +9,13 @@ from __future__ import annotations
 from nodes.hypervisor.connection import close_all, connection_for
 from nodes.hypervisor.domains import DomainInfo, list_domains
 from nodes.hypervisor.errors import HypervisorError
-from nodes.hypervisor.host import HostReport, collect_facts, probe_host
+from nodes.hypervisor.host import (
+    HostReport,
+    NodeVersions,
+    collect_facts,
+    node_versions,
+    probe_host,
+)
 from nodes.hypervisor.stats import DomainCounters, HostCounters, NodeCounters, node_stats
 
 __all__ = [
@@ -19,10 +25,12 @@ __all__ = [
     "HostReport",
     "HypervisorError",
     "NodeCounters",
+    "NodeVersions",
     "close_all",
     "collect_facts",
     "connection_for",
     "list_domains",
     "node_stats",
+    "node_versions",
     "probe_host",
 ]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import libvirt
 
+from nodes.features import features_for
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.networks import network_facts
 from nodes.hypervisor.storage import storage_facts
@@ -34,6 +35,10 @@ class HostReport:
     kvm_usable: bool
     kvm_detail: str
     pools: list[PoolInfo] = field(default_factory=list)
+    # QEMU's own version ("" when the driver is not QEMU), and the migration
+    # features these versions offer (keys of nodes.features.FEATURES).
+    qemu_version: str = ""
+    migration_features: list[str] = field(default_factory=list)
 
     @property
     def virt_type(self) -> str:
@@ -78,6 +83,8 @@ def probe_host(uri: str) -> HostReport:
             hypervisor_version = _version(conn.getVersion())
         except libvirt.libvirtError:
             hypervisor_version = "unknown"
+        libvirt_version = _version(conn.getLibVersion())
+        qemu_version = hypervisor_version if driver == "QEMU" else ""
         kvm_usable, kvm_detail = _kvm_support(conn)
         pools = []
         for pool in conn.listAllStoragePools(0):
@@ -96,7 +103,7 @@ def probe_host(uri: str) -> HostReport:
         return HostReport(
             hostname=conn.getHostname(),
             driver=driver,
-            libvirt_version=_version(conn.getLibVersion()),
+            libvirt_version=libvirt_version,
             hypervisor_version=f"{driver} {hypervisor_version}",
             cpus=info[2],
             memory_total_mib=info[1],
@@ -104,6 +111,8 @@ def probe_host(uri: str) -> HostReport:
             kvm_usable=kvm_usable,
             kvm_detail=kvm_detail,
             pools=sorted(pools, key=lambda p: p.name),
+            qemu_version=qemu_version,
+            migration_features=features_for(libvirt_version, qemu_version),
         )
 
 
@@ -117,3 +126,26 @@ def collect_facts(uri: str) -> dict[str, object]:
     with connection_for(uri) as conn:
         extra = {**storage_facts(conn), **network_facts(conn)}
     return {**asdict(report), "virt_type": report.virt_type, **extra}
+
+
+@dataclass(frozen=True)
+class NodeVersions:
+    """A node's libvirt and QEMU versions now, and the migration features they offer."""
+
+    libvirt_version: str
+    qemu_version: str
+    migration_features: list[str]
+
+
+def node_versions(uri: str) -> NodeVersions:
+    """Read the versions afresh (a migration decides its features from these, not from
+    facts that may predate a node's upgrade)."""
+    with connection_for(uri) as conn:
+        libvirt_version = _version(conn.getLibVersion())
+        qemu_version = ""
+        if conn.getType() == "QEMU":
+            try:
+                qemu_version = _version(conn.getVersion())
+            except libvirt.libvirtError:
+                qemu_version = ""
+    return NodeVersions(libvirt_version, qemu_version, features_for(libvirt_version, qemu_version))

@@ -55,7 +55,10 @@ def test_defaults_and_valid_options() -> None:
         ({"completion_timeout_s": "0"}, "completion_timeout_s", "between"),
         ({"timeout_policy": "explode"}, "timeout_policy", "one of"),
         ({"timeout_policy": "postcopy"}, "timeout_policy", "post-copy enabled"),
-        ({"postcopy": True, "compressed": True}, "compressed", "refuses compression"),
+        ({"postcopy": True, "compressed": True}, "compression", "refuses compression"),
+        ({"postcopy": True, "compression": "zstd"}, "compression", "refuses compression"),
+        ({"compression": "lz4"}, "compression", "one of auto, none"),
+        ({"compression": "xbzrle", "parallel_connections": "2"}, "compression", "not xbzrle"),
         ({"parallel_connections": "99"}, "parallel_connections", "between"),
         ({"stall_timeout_s": "2"}, "stall_timeout_s", "between 5"),
         ({"stall_timeout_s": "soon"}, "stall_timeout_s", "whole number"),
@@ -364,10 +367,18 @@ def test_destination_watch_counts_a_copy_never_seen_running_once_data_moved() ->
         assert _wait_until(lambda: watch.lost == "gone")
 
 
-def test_a_live_migration_of_a_tcg_guest_is_warned_about_and_a_kvm_one_is_not() -> None:
-    warning = tcg_live_migration_warning("web1", "<domain type='qemu'><name>web1</name></domain>")
+def test_a_live_migration_of_a_tcg_guest_is_warned_about_on_qemu_before_10_only() -> None:
+    tcg = "<domain type='qemu'><name>web1</name></domain>"
+    mixed = {"n1": "7.2.0", "n2": "10.0.2"}
+    warning = tcg_live_migration_warning("web1", tcg, mixed)
     assert warning is not None
     assert warning.startswith("WARNING: web1 runs under TCG")
+    assert "n1 has QEMU 7.2.0" in warning and "n2" not in warning
+    assert "QEMU 7.2" in warning and "not seen with QEMU 10.0.2" in warning
     assert "cold migration" in warning
+    assert tcg_live_migration_warning("web1", tcg, {"n1": "10.0.2", "n2": "10.0.2"}) is None
+    # A version that could not be read counts as old.
+    unknown = tcg_live_migration_warning("web1", tcg, {"n1": "10.0.2", "n2": ""})
+    assert unknown is not None and "n2 has QEMU of unknown version" in unknown
     kvm = "<domain type='kvm'><name>web1</name></domain>"
-    assert tcg_live_migration_warning("web1", kvm) is None
+    assert tcg_live_migration_warning("web1", kvm, mixed) is None

@@ -20,7 +20,8 @@ from django.core.exceptions import ValidationError
 
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
-from nodes.hypervisor import HypervisorError
+from nodes.features import parse_version
+from nodes.hypervisor import HypervisorError, node_versions
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor import storage as hv_storage
@@ -30,8 +31,10 @@ from nodes.services import trust
 from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, migration_media
+from vms.services import migration_features as mf
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
 from vms.services.jobs import JobAborted, JobContext, submit
+from vms.services.migration_features import COMPRESSION_CHOICES
 from vms.services.migration_watch import (
     DestinationLost,
     DestinationWatch,
@@ -53,13 +56,15 @@ class MigrationOptions:
     bandwidth_mib_s: int = 0
     max_downtime_ms: int = 500
     auto_converge: bool = False
-    compressed: bool = False
+    # auto | none | zstd | zlib | xbzrle (vms.services.migration_features)
+    compression: str = "auto"
     postcopy: bool = False
     completion_timeout_s: int = 300
     stall_timeout_s: int = 30
     timeout_policy: str = TimeoutPolicy.ABORT
     keep_source_disks: bool = False
     parallel_connections: int = 0
+    sync_writes: bool = False
     check_only: bool = False
     # What to do with media the destination lacks (vms.choices.MediaRemedy).
     media: str = MediaRemedy.REFUSE
@@ -91,6 +96,12 @@ def _bool(data: dict[str, Any], key: str) -> bool:
 
 def parse_options(data: dict[str, Any]) -> MigrationOptions:
     """Validate options from a form or the CLI; raises ``ValidationError`` per field."""
+    data = dict(data)
+    # The older yes/no "compressed" meant libvirt's default method, XBZRLE.
+    legacy = data.pop("compressed", False)
+    legacy_compressed = legacy is True or str(legacy).strip().lower() in {"1", "true", "on", "yes"}
+    if legacy_compressed and data.get("compression") in (None, ""):
+        data["compression"] = "xbzrle"
     unknown = set(data) - {f.name for f in fields(MigrationOptions)}
     if unknown:
         raise ValidationError(f"unknown migration options: {', '.join(sorted(unknown))}")
@@ -103,7 +114,7 @@ def parse_options(data: dict[str, Any]) -> MigrationOptions:
             data, "max_downtime_ms", "Max downtime (ms)", low=10, high=60_000, errors=errors
         ),
         auto_converge=_bool(data, "auto_converge"),
-        compressed=_bool(data, "compressed"),
+        compression=str(data.get("compression") or MigrationOptions.compression).strip().lower(),
         postcopy=_bool(data, "postcopy"),
         completion_timeout_s=_int(
             data,
@@ -121,6 +132,7 @@ def parse_options(data: dict[str, Any]) -> MigrationOptions:
         parallel_connections=_int(
             data, "parallel_connections", "Parallel connections", low=0, high=16, errors=errors
         ),
+        sync_writes=_bool(data, "sync_writes"),
         check_only=_bool(data, "check_only"),
         media=str(data.get("media") or MediaRemedy.REFUSE).strip().lower(),
     )
@@ -135,8 +147,17 @@ def parse_options(data: dict[str, Any]) -> MigrationOptions:
         )
     elif options.timeout_policy == TimeoutPolicy.POSTCOPY and not options.postcopy:
         errors["timeout_policy"] = "Switching to post-copy on timeout needs post-copy enabled."
-    if options.postcopy and options.compressed:
-        errors["compressed"] = "libvirt refuses compression together with post-copy."
+    if options.compression not in COMPRESSION_CHOICES:
+        errors["compression"] = (
+            f"Compression must be one of {', '.join(COMPRESSION_CHOICES)} "
+            f"(got {options.compression!r})."
+        )
+    elif options.postcopy and options.compression not in ("auto", "none"):
+        errors["compression"] = "libvirt refuses compression together with post-copy."
+    elif options.compression == "xbzrle" and options.parallel_connections:
+        errors["compression"] = (
+            "Parallel connections carry only zstd or zlib compression, not xbzrle."
+        )
     if options.max_downtime_ms < 50 and "max_downtime_ms" not in errors:
         errors["max_downtime_ms"] = "Max downtime below 50 ms never converges; use 50 or more."
     if errors:
@@ -182,6 +203,7 @@ def request_migration(
         dest = Node.objects.filter(pk=dest.pk).first() if dest is not None else None
         validate_request(vm, dest)
         assert dest is not None
+        validate_features(vm.node, dest, options)
         done.params.update(asdict(options))
         done.job = submit(
             JobKind.MIGRATE,
@@ -191,6 +213,31 @@ def request_migration(
             params={"destination_id": dest.pk, "destination": dest.name, **asdict(options)},
         )
         return done.job
+
+
+def wanted(options: MigrationOptions) -> mf.Wanted:
+    return mf.Wanted(
+        options.compression, options.parallel_connections, options.postcopy, options.sync_writes
+    )
+
+
+def validate_features(source: Node, dest: Node, options: MigrationOptions) -> None:
+    """Refuse a feature asked for by name that either node lacks (from stored facts)."""
+    problems = mf.missing_features(
+        wanted(options), mf.Endpoint.from_facts(source), mf.Endpoint.from_facts(dest)
+    )
+    if not problems:
+        return
+    field_of = {"postcopy": "postcopy", "sync_writes": "sync_writes"}
+    errors: dict[str, list[str]] = {}
+    for key, message in problems.items():
+        field = field_of.get(key) or (
+            "parallel_connections"
+            if key == "parallel" and options.compression in ("auto", "none")
+            else "compression"
+        )
+        errors.setdefault(field, []).append(message + ".")
+    raise ValidationError(errors)
 
 
 # --- the job -----------------------------------------------------------------
@@ -240,7 +287,13 @@ def check_disk_placement(
 
 
 def _prechecks(
-    ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, live: bool
+    ctx: JobContext,
+    vm: VirtualMachine,
+    source: Node,
+    dest: Node,
+    live: bool,
+    *,
+    qemu_versions: dict[str, str] | None = None,
 ) -> list[prep.DestinationVolume]:
     ctx.progress(1, phase="pre-checks")
     plans = check_disk_placement(ctx, vm, source, dest)
@@ -255,7 +308,7 @@ def _prechecks(
     ok, detail = prep.cpu_compatible(dest.uri, domain_xml)
     check(ctx, "CPU compatibility", ok, detail)
     warn_nic_mtus(ctx, dest, domain_xml)
-    warning = tcg_live_migration_warning(vm.name, domain_xml) if live else None
+    warning = tcg_live_migration_warning(vm.name, domain_xml, qemu_versions or {}) if live else None
     if warning:
         ctx.log(warning)
     path, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
@@ -281,23 +334,97 @@ def _prechecks(
     return plans
 
 
-def tcg_live_migration_warning(vm_name: str, domain_xml: str) -> str | None:
-    """A warning (never a refusal) for a live migration of a guest that runs under TCG.
+# QEMU versions from which on the lab saw no lost memory in TCG live migration.
+TCG_SAFE_QEMU = (10, 0, 0)
+
+
+def tcg_live_migration_warning(
+    vm_name: str, domain_xml: str, qemu_versions: dict[str, str]
+) -> str | None:
+    """A warning (never a refusal) for a live migration of a TCG guest on QEMU older than 10.
 
     Under TCG, QEMU tracks the guest's dirty pages in software, and kvmmgr's lab
-    (QEMU 7.2, tests/lab/README.md) saw migrated TCG guests crash on the destination
-    after migrations that succeeded, also when run with plain virsh. KVM guests are
-    not affected; a cold migration moves a TCG guest safely.
+    saw migrated TCG guests crash on the destination after migrations that
+    succeeded, also when run with plain virsh: with QEMU 7.2 (Debian 12), not with
+    QEMU 10.0.2 (Debian 13, bookworm-backports). ``qemu_versions`` maps each
+    node's name to its QEMU version; an unknown version counts as old. KVM guests
+    are not affected; a cold migration moves a TCG guest safely.
     """
     if domain_virt_type(domain_xml) != "qemu":
         return None
-    return (
-        f"WARNING: {vm_name} runs under TCG (domain type 'qemu', software emulation): QEMU "
-        "may resume a live-migrated TCG guest with memory that never reached the destination, "
-        "and the guest then crashes although the migration succeeds (seen with QEMU 7.2: 4 of "
-        "35 migrations of a guest busy writing memory, 1 of 80 of an idle one); move TCG "
-        "guests by cold migration (stop, migrate, start) or run them on KVM nodes"
+    old = {
+        name: version
+        for name, version in qemu_versions.items()
+        if (parse_version(version) or (0, 0, 0)) < TCG_SAFE_QEMU
+    }
+    if qemu_versions and not old:
+        return None
+    where = ", ".join(
+        f"{name} has QEMU {version or 'of unknown version'}" for name, version in old.items()
     )
+    return (
+        f"WARNING: {vm_name} runs under TCG (domain type 'qemu', software emulation) and "
+        f"{where or 'the QEMU versions are unknown'}: QEMU before 10 may resume a "
+        "live-migrated TCG guest with memory that never reached the destination (lost "
+        "memory), and the guest then crashes although the migration succeeds (seen with "
+        "QEMU 7.2: 4 of 35 migrations of a guest busy writing memory, 1 of 80 of an idle "
+        "one; not seen with QEMU 10.0.2: 0 of 14); upgrade both nodes to QEMU 10 (Debian 13, "
+        "or bookworm-backports on Debian 12), move TCG guests by cold migration (stop, "
+        "migrate, start) or run them on KVM nodes"
+    )
+
+
+def compression_result(stats: hv.MigrationStats | None) -> dict[str, int]:
+    """The figures that show what compression did (empty when libvirt gave none)."""
+    if stats is None or not stats.memory_normal_bytes:
+        return {}
+    return {"memory_normal_bytes": stats.memory_normal_bytes}
+
+
+def compression_summary(result: dict[str, Any]) -> str:
+    """One log line: memory pages sent vs bytes on the wire (fewer with compression)."""
+    pages, wire = result["memory_normal_bytes"], result.get("memory_processed") or 0
+    return (
+        f"memory: {pages / MIB:.1f} MiB of non-zero pages went as {wire / MIB:.1f} MiB "
+        f"on the wire (ratio {wire / pages:.2f})"
+    )
+
+
+def negotiate_features(
+    ctx: JobContext, source: Node, dest: Node, options: MigrationOptions
+) -> tuple[mf.FeaturePlan, dict[str, str]]:
+    """Read both nodes' versions now; refuse a named feature either lacks; log the plan.
+
+    Returns the plan and each node's QEMU version (for the TCG warning).
+    """
+    ends = []
+    for node in (source, dest):
+        versions = node_versions(node.uri)
+        ends.append(
+            mf.Endpoint(
+                node.name,
+                versions.libvirt_version,
+                versions.qemu_version,
+                frozenset(versions.migration_features),
+            )
+        )
+    src, dst = ends
+    ctx.log(f"node versions: {src.describe()}; {dst.describe()}")
+    problems = mf.missing_features(wanted(options), src, dst)
+    check(
+        ctx,
+        "migration features on both nodes",
+        not problems,
+        "; ".join(problems.values()) or "every requested feature is on both nodes",
+    )
+    slow = (
+        mf.slow_link_reason(options.bandwidth_mib_s, dest) if options.compression == "auto" else ""
+    )
+    plan = mf.plan_features(wanted(options), src, dst, slow_link=slow)
+    for note in plan.notes:
+        ctx.log(note)
+    ctx.log(f"migration features used: {plan.describe()}")
+    return plan, {src.name: src.qemu_version, dst.name: dst.qemu_version}
 
 
 def warn_nic_mtus(ctx: JobContext, dest: Node, domain_xml: str) -> None:
@@ -444,6 +571,8 @@ def run_migrate(ctx: JobContext) -> None:
 
         run_cold(ctx, vm, source, dest, options)
         return
+    ctx.progress(1, phase="pre-checks")
+    features, qemu_versions = negotiate_features(ctx, source, dest, options)
     request = hv.MigrationRequest(
         domain_uuid=str(vm.uuid),
         domain_name=vm.name,
@@ -452,13 +581,14 @@ def run_migrate(ctx: JobContext) -> None:
         dest_address=dest.effective_migration_address,
         bandwidth_mib_s=options.bandwidth_mib_s,
         auto_converge=options.auto_converge,
-        compressed=options.compressed,
-        postcopy=options.postcopy,
-        parallel_connections=options.parallel_connections,
+        compression=features.compression,
+        postcopy=features.postcopy,
+        parallel_connections=features.parallel_connections,
+        sync_writes=features.sync_writes,
         display_dest_uri=trust.display_peer_uri(dest),
     )
     ctx.set_command(request.virsh_command())
-    plans = _prechecks(ctx, vm, source, dest, live)
+    plans = _prechecks(ctx, vm, source, dest, live, qemu_versions=qemu_versions)
     media = migration_media.check_media(ctx, vm, source, dest, options.media)
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
@@ -630,8 +760,11 @@ def _after_success(
         "disk_processed": last.disk_processed if last else 0,
         "memory_processed": (completed or last).memory_processed if (completed or last) else 0,
         "actions": outcome.actions,
+        **compression_result(completed or last),
     }
     ctx.progress(100, **result)
+    if result.get("memory_normal_bytes"):
+        ctx.log(compression_summary(result))
     ctx.log(
         f"migrated {vm.name} from {source.name} to {dest.name} in "
         f"{outcome.wall_seconds:.1f} s, downtime "

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from django.core.management.base import BaseCommand, CommandError
 
+from nodes.features import FEATURES
 from nodes.hypervisor import HypervisorError, probe_host
 from nodes.models import Node
 
@@ -37,10 +38,15 @@ class Command(BaseCommand):
         out(f"hostname:    {report.hostname}")
         out(f"libvirt:     {report.libvirt_version}")
         out(f"hypervisor:  {report.hypervisor_version}")
+        out(f"QEMU:        {report.qemu_version or '(not a QEMU host)'}")
         out(f"CPUs:        {report.cpus}")
         out(f"memory:      {report.memory_free_mib} MiB free of {report.memory_total_mib} MiB")
         verdict = "KVM usable" if report.kvm_usable else "no KVM: guests run under TCG (qemu)"
         out(f"virt type:   {verdict} — {report.kvm_detail}")
+        out("migration features (used only when the other node has them too):")
+        for feature in FEATURES:
+            offered = "yes" if feature.key in report.migration_features else "no "
+            out(f"  {offered} {feature.label:<26} {feature.why}")
         out("storage pools:")
         if not report.pools:
             out("  (none defined)")

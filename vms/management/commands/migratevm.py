@@ -13,6 +13,7 @@ from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
 from vms.services.convergence import TimeoutPolicy
 from vms.services.migration import parse_options, request_migration
+from vms.services.migration_features import COMPRESSION_CHOICES
 
 
 class Command(BaseCommand):
@@ -29,7 +30,17 @@ class Command(BaseCommand):
             "--max-downtime", type=str, default="", help="ms the guest may pause at the end"
         )
         parser.add_argument("--auto-converge", action="store_true")
-        parser.add_argument("--compressed", action="store_true")
+        parser.add_argument(
+            "--compress",
+            choices=COMPRESSION_CHOICES,
+            default="",
+            help="compression of the memory copy: auto (default: zstd over a slow link when "
+            "both nodes have it), none, zstd or zlib (multifd, over parallel connections; "
+            "libvirt 9.4+ on both nodes), xbzrle",
+        )
+        parser.add_argument(
+            "--compressed", action="store_true", help="the same as --compress xbzrle"
+        )
         parser.add_argument("--postcopy", action="store_true", help="allow post-copy")
         parser.add_argument("--parallel", type=str, default="", help="parallel connections")
         parser.add_argument("--timeout", type=str, default="", help="completion timeout, s")
@@ -52,6 +63,12 @@ class Command(BaseCommand):
             "(default: the pre-check fails and names them)",
         )
         parser.add_argument(
+            "--sync-writes",
+            action="store_true",
+            help="write the guest's disk writes to the destination synchronously during the "
+            "copy (converges for busy disks)",
+        )
+        parser.add_argument(
             "--check", action="store_true", help="run the pre-checks only (dry run)"
         )
 
@@ -65,6 +82,7 @@ class Command(BaseCommand):
                     "bandwidth_mib_s": opts["bandwidth"],
                     "max_downtime_ms": opts["max_downtime"],
                     "auto_converge": opts["auto_converge"],
+                    "compression": opts["compress"],
                     "compressed": opts["compressed"],
                     "postcopy": opts["postcopy"],
                     "parallel_connections": opts["parallel"],
@@ -72,6 +90,7 @@ class Command(BaseCommand):
                     "stall_timeout_s": opts["stall_timeout"],
                     "timeout_policy": opts["timeout_policy"],
                     "keep_source_disks": opts["keep_source_disks"],
+                    "sync_writes": opts["sync_writes"],
                     "check_only": opts["check"],
                     "media": opts["media"],
                 }
