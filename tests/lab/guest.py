@@ -66,6 +66,7 @@ gw=""
 dirty=""
 counter=""
 records=""
+fill=""
 echo_port=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -74,6 +75,7 @@ for arg in $(cat /proc/cmdline); do
         dirty=*) dirty="${{arg#dirty=}}" ;;
         counter=*) counter="${{arg#counter=}}" ;;
         records=*) records="${{arg#records=}}" ;;
+        fill=*) fill="${{arg#fill=}}" ;;
         echo=*) echo_port="${{arg#echo=}}" ;;
     esac
 done
@@ -96,6 +98,14 @@ if [ -n "$echo_port" ]; then
     # A TCP echo server (one forked cat per connection): held connections must survive migration.
     nc -ll -p "$echo_port" -e cat &
     echo "KVMMGR-GUEST-ECHO $echo_port" >/dev/ttyS0
+fi
+if [ -n "$fill" ] && [ -b /dev/vda ]; then
+    # Guest RAM holding what the disk holds (a benchmark writes realistic data there):
+    # the first $fill MiB of /dev/vda, copied into a tmpfs once.
+    mkdir -p /fill
+    mount -t tmpfs -o size=$((fill + 4))m tmpfs /fill
+    dd if=/dev/vda of=/fill/data bs=1M count="$fill" 2>/dev/null
+    echo "KVMMGR-GUEST-FILL ${{fill}}MiB" >/dev/ttyS0
 fi
 if [ -n "$dirty" ]; then
     mkdir -p /dirty
@@ -405,6 +415,7 @@ def _build_initramfs(init_text: str, modules_dir: Path, order: list[str]) -> byt
         "lib",
         "lib/modules",
         "dirty",
+        "fill",
     ]
     for d in dirs:
         archive.directory(d)
