@@ -43,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,7 +296,21 @@ def _virsh(uri: str, *args: str, timeout: float = 120) -> subprocess.CompletedPr
     )
 
 
-def raw_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
+def raw_migration(
+    vm_uuid: str,
+    guest: str,
+    source: Any,
+    dest: Any,
+    *,
+    extra: Sequence[str] = (),
+    timeout: float = 300,
+) -> Run:
+    """``virsh migrate`` as an admin types it; ``extra`` flags go before the domain name.
+
+    After ``timeout`` seconds the migration is aborted (``domjobabort`` on the
+    source) and the run counts as not converged; the volumes it pre-created on
+    the destination are removed again, as an admin would.
+    """
     from nodes.hypervisor import migration_prep as prep
     from nodes.hypervisor.connection import libvirt_uri_for
     from nodes.services import trust
@@ -316,6 +330,7 @@ def raw_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
         tcp,
         "--disks-uri",
         tcp,
+        *extra,
         guest,
         trust.peer_uri(dest),
     ]
@@ -334,7 +349,18 @@ def raw_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
         if created.returncode != 0:
             raise RuntimeError(f"vol-create-as on {dest.name}: {created.stderr.strip()}")
     t_prep = time.perf_counter()
-    migrated = _virsh(src_uri, *migrate_argv, timeout=300)
+    virsh = shutil.which("virsh") or "/usr/bin/virsh"
+    proc = subprocess.Popen(
+        [virsh, "-c", src_uri, *migrate_argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _virsh(src_uri, "domjobabort", guest, timeout=60)
+        _, stderr = proc.communicate(timeout=120)
+        stderr = f"not finished within {timeout:.0f} s, aborted: {stderr.strip()}"
+    migrated = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     t_end = time.perf_counter()
     run = Run(
         method="raw",
@@ -348,6 +374,8 @@ def raw_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
         log="virsh -c SRC " + " ".join(migrate_argv),
     )
     if not run.ok:
+        for disk in disks:
+            _virsh(dest_uri, "vol-delete", disk.path)
         return run
     info = _virsh(dest_uri, "domjobinfo", guest, "--completed", "--keep-completed")
     if m := DOWNTIME_RE.search(info.stdout):

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,12 @@ print(json.dumps({"bytes": total, "seconds": end - (first or end)}), flush=True)
 SENDER = r"""
 import socket, sys
 addr, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-chunk = b"\0" * (1 << 20)
+# Zeros, or the MiB pieces of a data file, sent round-robin.
+data = open(sys.argv[4], "rb").read() if len(sys.argv) > 4 else b"\0" * (1 << 20)
+chunks = [data[i : i + (1 << 20)] for i in range(0, len(data) - (1 << 20) + 1, 1 << 20)]
 sock = socket.create_connection((addr, port), timeout=30)
-for _ in range(mib):
-    sock.sendall(chunk)
+for i in range(mib):
+    sock.sendall(chunks[i % len(chunks)])
 sock.shutdown(socket.SHUT_WR)
 sock.recv(1)
 sock.close()
@@ -101,8 +103,13 @@ def nat_lab() -> Iterator[tuple[Any, Any, Any]]:
             lab.teardown()
 
 
-def throughput(receiver_ns: str, sender_ns: str, address: str, mib: int) -> float:
-    """MiB/s of one TCP stream from ``sender_ns`` to ``address`` (receiver in ``receiver_ns``)."""
+def throughput(
+    receiver_ns: str, sender_ns: str, address: str, mib: int, data: Path | None = None
+) -> float:
+    """MiB/s of one TCP stream from ``sender_ns`` to ``address`` (receiver in ``receiver_ns``).
+
+    The stream is zeros, or the MiB pieces of ``data`` over and over.
+    """
     recv = subprocess.Popen(
         ["ip", "netns", "exec", receiver_ns, sys.executable, "-c", RECEIVER, str(PORT)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -114,7 +121,7 @@ def throughput(receiver_ns: str, sender_ns: str, address: str, mib: int) -> floa
             raise RuntimeError(f"receiver did not start: {err}")
         subprocess.run(
             ["ip", "netns", "exec", sender_ns, sys.executable, "-c", SENDER,
-             address, str(PORT), str(mib)],
+             address, str(PORT), str(mib), *([str(data)] if data else [])],
             check=True, timeout=600,
         )  # fmt: skip
         out, _ = recv.communicate(timeout=60)
@@ -228,65 +235,93 @@ def _make_namespaces() -> None:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
 
 
-def run_standalone(rounds: int, mib: int) -> dict[str, Any]:
-    """Throughput only, in two private namespaces joined by one veth pair.
+_STANDALONE_DIR: list[Path] = []
 
-    The OpenVPN configs are the product's (``vpn.services._files``: same PKI,
-    templates, cipher and MTU), written to a temp dir instead of a node's
-    /etc/openvpn (only the file paths in them are rewritten), and run with
-    ``openvpn --daemon`` in the namespaces. For when the lab is busy.
-    """
-    data_dir = Path(tempfile.mkdtemp(prefix="kvmmgr-ovb-"))
-    os.environ["KVMMGR_VPN_DIR"] = str(data_dir / "pki")
-    _common.setup_django(data_dir)
-    from nodes.models import Node
+
+def standalone_django() -> Path:
+    """Django on a throwaway DB (once per process); the VPN PKI under the same temp dir."""
+    if not _STANDALONE_DIR:
+        data_dir = Path(tempfile.mkdtemp(prefix="kvmmgr-ovb-"))
+        os.environ["KVMMGR_VPN_DIR"] = str(data_dir / "pki")
+        _common.setup_django(data_dir)
+        _STANDALONE_DIR.append(data_dir)
+    return _STANDALONE_DIR[0]
+
+
+def _write_configs(root: Path, node: Any, edit: Callable[[str], str] | None) -> None:
+    """The member's files as the product renders them, paths moved under ``root``."""
     from vpn import paths, services
     from vpn.models import TunnelMember
 
+    member = TunnelMember.objects.select_related("tunnel", "node").get(node=node)
+    for f in services._files(member):
+        text = f.content.replace(paths.CONF_DIR, str(root / "etc")).replace(
+            paths.RUN_DIR, str(root / "run")
+        )
+        if edit is not None and f.path.endswith(".conf"):
+            text = edit(text)
+        target = Path(f.path.replace(paths.CONF_DIR, str(root / "etc")))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(f.mode)
+    (root / "run").mkdir(exist_ok=True)
+
+
+def _wait_tunnel(cli_ns: str, server_ip: str) -> None:
+    deadline = time.monotonic() + 30
+    probe = ["ip", "netns", "exec", cli_ns, sys.executable, "-c",
+             f"import socket; socket.create_connection(({server_ip!r}, 9), 1)"]  # fmt: skip
+    while True:
+        out = subprocess.run(probe, capture_output=True, text=True, check=False)
+        if "refused" in out.stderr:  # the server's stack answered through the tunnel
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tunnel did not come up: {out.stderr[-300:]}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def standalone_tunnel(
+    name: str = "t1",
+    edit: Callable[[str], str] | None = None,
+    shape: Callable[[str, str], None] | None = None,
+) -> Iterator[tuple[str, str, str]]:
+    """Two private namespaces joined by one veth pair, the product's tunnel between them.
+
+    The OpenVPN configs are the product's (``vpn.services._files``: same PKI,
+    templates, cipher and MTU), written to a temp dir instead of a node's
+    /etc/openvpn (only the file paths in them are rewritten; ``edit`` may change
+    a config further, for tuning experiments), and run with ``openvpn --daemon``
+    in the namespaces. ``shape(srv_ns, cli_ns)`` may shape the veth first.
+    Yields (server netns, client netns, server tunnel address). For when the
+    lab is busy: no lab lock, nothing of the lab touched. One ``name`` per tunnel
+    in a process (each gets its own PKI).
+    """
+    data_dir = standalone_django()
+    from nodes.models import Node
+    from vpn import services
+
     srv_ns, cli_ns = STANDALONE_NS
     srv_ip, cli_ip = STANDALONE_IPS
-    server = Node.objects.create(name="srv", uri=f"qemu+ssh://root@{srv_ip}/system")
-    client = Node.objects.create(name="cli", uri=f"qemu+ssh://root@{cli_ip}/system")
-    tunnel = services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
+    server = Node.objects.create(name=f"srv-{name}", uri=f"qemu+ssh://root@{srv_ip}/system")
+    client = Node.objects.create(name=f"cli-{name}", uri=f"qemu+ssh://root@{cli_ip}/system")
+    tunnel = services.create_tunnel(name=name, subnet="100.64.0.0/24", server=server)
     services.add_client(tunnel, client)
     pids: list[Path] = []
+    root = data_dir / name
     try:
         _make_namespaces()
+        if shape is not None:
+            shape(srv_ns, cli_ns)
         for netns, node in ((srv_ns, server), (cli_ns, client)):
-            root = data_dir / node.name
-            member = TunnelMember.objects.select_related("tunnel", "node").get(node=node)
-            for f in services._files(member):
-                text = f.content.replace(paths.CONF_DIR, str(root / "etc")).replace(
-                    paths.RUN_DIR, str(root / "run")
-                )
-                target = Path(f.path.replace(paths.CONF_DIR, str(root / "etc")))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-                target.chmod(f.mode)
-            (root / "run").mkdir(exist_ok=True)
-            pidfile = root / "run" / "openvpn.pid"
+            _write_configs(root / node.name, node, edit)
+            pidfile = root / node.name / "run" / "openvpn.pid"
             pids.append(pidfile)
+            etc = root / node.name / "etc"
             _ns(netns, "openvpn", "--daemon", "kvmovb", "--writepid", str(pidfile),
-                "--cd", str(root / "etc"), "--config", str(root / "etc" / "t1.conf"))  # fmt: skip
-        deadline = time.monotonic() + 30
-        probe = ["ip", "netns", "exec", cli_ns, sys.executable, "-c",
-                 "import socket; socket.create_connection(('100.64.0.1', 9), 1)"]  # fmt: skip
-        while True:
-            out = subprocess.run(probe, capture_output=True, text=True, check=False)
-            if "refused" in out.stderr:  # the server's stack answered through the tunnel
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tunnel did not come up: {out.stderr[-300:]}")
-            time.sleep(0.5)
-        results: dict[str, Any] = {"throughput_mib_s": {"direct": [], "tunnel": []}}
-        for i in range(rounds):
-            order = ["direct", "tunnel"] if i % 2 == 0 else ["tunnel", "direct"]
-            for path in order:
-                target = srv_ip if path == "direct" else "100.64.0.1"
-                rate = throughput(srv_ns, cli_ns, target, mib)
-                results["throughput_mib_s"][path].append(round(rate, 1))
-                print(f"throughput {path}: {rate:.1f} MiB/s")
-        return results
+                "--cd", str(etc), "--config", str(etc / f"{name}.conf"))  # fmt: skip
+        _wait_tunnel(cli_ns, "100.64.0.1")
+        yield srv_ns, cli_ns, "100.64.0.1"
     finally:
         for pidfile in pids:
             text = pidfile.read_text().strip() if pidfile.exists() else ""
@@ -295,7 +330,33 @@ def run_standalone(rounds: int, mib: int) -> dict[str, Any]:
         time.sleep(1)
         for netns in STANDALONE_NS:
             subprocess.run(["ip", "netns", "del", netns], check=False)
-        shutil.rmtree(data_dir, ignore_errors=True)  # it holds the tunnel's keys
+        shutil.rmtree(root, ignore_errors=True)  # it holds the tunnel's keys
+        tunnel.delete()  # node URIs are unique: the next tunnel needs the rows gone
+        Node.objects.filter(pk__in=[server.pk, client.pk]).delete()
+
+
+def run_standalone(rounds: int, mib: int) -> dict[str, Any]:
+    """Throughput only, in two private namespaces joined by one veth pair."""
+    try:
+        with standalone_tunnel() as (srv_ns, cli_ns, tunnel_ip):
+            return _standalone_rounds(srv_ns, cli_ns, tunnel_ip, rounds, mib)
+    finally:
+        shutil.rmtree(standalone_django(), ignore_errors=True)
+
+
+def _standalone_rounds(
+    srv_ns: str, cli_ns: str, tunnel_ip: str, rounds: int, mib: int
+) -> dict[str, Any]:
+    srv_ip = STANDALONE_IPS[0]
+    results: dict[str, Any] = {"throughput_mib_s": {"direct": [], "tunnel": []}}
+    for i in range(rounds):
+        order = ["direct", "tunnel"] if i % 2 == 0 else ["tunnel", "direct"]
+        for path in order:
+            target = srv_ip if path == "direct" else tunnel_ip
+            rate = throughput(srv_ns, cli_ns, target, mib)
+            results["throughput_mib_s"][path].append(round(rate, 1))
+            print(f"throughput {path}: {rate:.1f} MiB/s")
+    return results
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
