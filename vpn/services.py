@@ -87,10 +87,29 @@ def _check_overlaps(network: ipaddress.IPv4Network, exclude_tunnel: int | None =
         address = _ip(parse_node_uri(node.uri, resolve=False).host or "")
         if address is not None and address in network:
             raise ValidationError(
-                f"Tunnel subnet {network} overlaps node {node.name}'s own network "
-                f"(its address {address} is inside it); choose another subnet.",
+                f"Tunnel subnet {network} overlaps the manager's path to node {node.name} "
+                f"(the manager reaches it at {address}, inside that subnet); choose another "
+                "subnet.",
                 code="subnet_overlap",
             )
+
+
+def _check_uri_host_is_the_server(server: Node) -> None:
+    """Without an explicit endpoint, clients connect to the host of the server's URI.
+
+    That host is where the *manager* reaches the node. A URI with its own ssh port
+    names a port forward on some other machine (a router), not the node: OpenVPN's
+    port is not forwarded with it, and clients would connect to the router.
+    """
+    parsed = parse_node_uri(server.uri, resolve=False)
+    if parsed.port not in (None, 22):
+        raise ValidationError(
+            f"The manager reaches the server {server.name} through {parsed.host}:"
+            f"{parsed.port}, a port forward: that is not where OpenVPN clients find the "
+            "node. Give the server endpoint clients connect to (manage.py vpn create … "
+            "--endpoint HOST), with its UDP port forwarded there too.",
+            code="endpoint_needed",
+        )
 
 
 def _check_node_can_join(node: Node) -> None:
@@ -170,6 +189,8 @@ def create_tunnel(
                 f"The server endpoint {server_endpoint} lies inside the tunnel subnet.",
                 code="subnet_overlap",
             )
+    else:
+        _check_uri_host_is_the_server(server)
     _check_overlaps(network)
     _check_node_can_join(server)
     _check_remote(server, control_uri)

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from tests.factories import make_node
 from vpn import mgmt, render, services
 from vpn.choices import TunnelMode
-from vpn.models import TunnelMember
+from vpn.models import Tunnel, TunnelMember
 
 
 @pytest.fixture(autouse=True)
@@ -69,8 +69,8 @@ def test_renew_revokes_the_old_certificate(two_nodes, vpn_dir: Path) -> None:
         ("100.64.0.0/33", "not a valid network"),
         ("100.64.0.1/24", "not a valid network"),
         ("banana", "not a valid network"),
-        ("198.51.100.0/24", "overlaps node node1's own network"),
-        ("198.18.0.0/16", "overlaps node node2's own network"),
+        ("198.51.100.0/24", "overlaps the manager's path to node node1"),
+        ("198.18.0.0/16", "overlaps the manager's path to node node2"),
     ],
 )
 def test_bad_subnets_are_refused_and_nothing_is_saved(two_nodes, subnet, message) -> None:
@@ -222,6 +222,25 @@ def test_render_substitutes_every_placeholder(two_nodes) -> None:
         for node_file in services._files(member):
             assert "$" not in node_file.content.replace("$@", ""), node_file.path
     assert render.server_endpoint(tunnel, TunnelMember.objects.get(node=server)) == "198.51.100.11"
+
+
+def test_a_port_forwarded_server_needs_an_explicit_endpoint(db: None) -> None:
+    # The manager reaches the server through a router's port forward: the URI's
+    # host is the router, not the node, so it cannot be the clients' endpoint.
+    server = _ssh_node("srv", "198.51.100.254:2222")
+    with pytest.raises(ValidationError, match=r"through 198\.51\.100\.254:2222, a port forward"):
+        services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
+    assert not Tunnel.objects.exists()
+    tunnel = services.create_tunnel(
+        name="t1", subnet="100.64.0.0/24", server=server, server_endpoint="198.51.100.254"
+    )
+    assert render.server_endpoint(tunnel, TunnelMember.objects.get(node=server)) == (
+        "198.51.100.254"
+    )
+    # Port 22 written out is the node's own sshd: its host stays the default endpoint.
+    plain = _ssh_node("srv2", "198.51.100.13:22")
+    tunnel = services.create_tunnel(name="t2", subnet="100.64.1.0/24", server=plain)
+    assert render.server_endpoint(tunnel, TunnelMember.objects.get(node=plain)) == "198.51.100.13"
 
 
 def test_vpn_page_shows_members_states_and_peers(two_nodes, admin_client) -> None:
