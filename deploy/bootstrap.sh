@@ -88,6 +88,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
   echo "$digest" > "$stamp"
 fi
+# libvirt-python must be built against the libvirt installed now: pip reuses a wheel it
+# cached before libvirt was upgraded (9.0 -> 11.3 from backports), which lacks the newer API.
+if ! "$VENV/bin/python" -P "$ROOT/nodes/hypervisor/binding.py"; then
+  pin="$(grep -i '^libvirt-python==' "$ROOT/requirements.txt")"
+  echo "bootstrap: rebuilding $pin against the installed libvirt (~1 min)"
+  "$VENV/bin/pip" install -q --force-reinstall --no-cache-dir --no-deps "$pin"
+  "$VENV/bin/python" -P "$ROOT/nodes/hypervisor/binding.py"
+fi
 
 # Browser libraries (uPlot for the charts) from npm, pinned by package-lock.json,
 # copied into static/vendor/ so the pages load them from the manager: no CDN.

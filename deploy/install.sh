@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Turns a Debian 12 host into a running kvmmgr: packages and venv (deploy/bootstrap.sh),
+# Turns a Debian 13 (or 12) host into a running kvmmgr: packages and venv (deploy/bootstrap.sh),
 # a service user, /etc/kvmmgr/kvmmgr.env (secret key, database, auth mode), nginx +
 # uwsgi + systemd files rendered by kvmmgr/deployconfig.py, a TLS certificate,
 # migrate, collectstatic, the first admin, and the services started.
@@ -225,11 +225,15 @@ fi
 existing_value() { [ -f "$ENV_FILE" ] && sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 || true; }
 DATABASE_URL="$(existing_value DATABASE_URL)"
 if [ "$POSTGRES" -eq 1 ]; then
+  # The release's own cluster (Debian 13: 17, Debian 12: 15): the first one listed,
+  # on its own port; no version is assumed.
+  read -r pg_version pg_cluster pg_port _ < <(pg_lsclusters --no-header | head -n 1) || true
+  [ -n "${pg_port:-}" ] || die "no PostgreSQL cluster found (pg_lsclusters lists none)"
+  export PGPORT="$pg_port"
   if ! runuser -u postgres -- psql -qAtc 'SELECT 1' >/dev/null 2>&1; then
     if [ "$USE_SYSTEMD" -eq 1 ]; then
       systemctl enable --now postgresql
     else
-      read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header | head -n 1)
       say "starting PostgreSQL cluster $pg_version/$pg_cluster (no systemd)"
       pg_ctlcluster "$pg_version" "$pg_cluster" start
     fi
@@ -245,7 +249,7 @@ if [ "$POSTGRES" -eq 1 ]; then
       say "creating PostgreSQL role $PG_NAME"
       printf "CREATE ROLE \"%s\" LOGIN PASSWORD '%s';\n" "$PG_NAME" "$pg_password" | psql_q
     fi
-    DATABASE_URL="postgres://$PG_NAME:$pg_password@127.0.0.1:5432/$PG_NAME"
+    DATABASE_URL="postgres://$PG_NAME:$pg_password@127.0.0.1:$pg_port/$PG_NAME"
   fi
   if [ "$(psql_q -c "SELECT 1 FROM pg_database WHERE datname = '$PG_NAME'")" != 1 ]; then
     say "creating PostgreSQL database $PG_NAME"
