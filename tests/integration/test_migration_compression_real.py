@@ -46,7 +46,8 @@ def test_zstd_multifd_compression_is_used_and_shows_in_the_stats(
         assert "zstd" in node.facts["migration_features"], node.facts
     name = lab_guests.track(f"zst{int(time.time() * 1000) % 100000}", lab_node, lab_node2)
     guest, _ = lab.boot_guest(lab_node, name, timeout=90, disk_mib=32)
-    assert inventory.refresh_node(node1).ok
+    # Both freshly seen (the boot took longer than the offline threshold).
+    assert inventory.refresh_node(node1).ok and inventory.refresh_node(node2).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
     job = request_migration(vm, node2, parse_options({"compression": "zstd"}), actor("tester"))
     jobs.execute(job.pk)
