@@ -33,6 +33,11 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 CODENAME="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 BACKPORTS=""
 [ "$CODENAME" = "bookworm" ] && [ "${KVMMGR_NO_BACKPORTS:-0}" != "1" ] && BACKPORTS="bookworm-backports"
+# libvirt >= 10 ships its drivers as separate packages and the interface driver (which
+# lists a node's bridges for the create form and the MTU checks) is only recommended.
+if [ -n "$BACKPORTS" ] || [ "$CODENAME" != "bookworm" ]; then
+  VIRT_PACKAGES+=(libvirt-daemon-driver-interface)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do installed "$pkg" || missing+=("$pkg"); done

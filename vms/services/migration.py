@@ -602,12 +602,13 @@ def run_migrate(ctx: JobContext) -> None:
     )
     request = migration_media.eject_for_live(ctx, media, vm, request, dest)
     started = time.monotonic()
+    lost = destination_lost_reason(dest.name, vm.name)
+    dest_watch: DestinationWatch | None = None
     try:
         ctx.progress(3, phase="preparing destination volumes")
         create_volumes(ctx, dest, plans)
         migration_media.copy_media(ctx, media, source, dest)
         ctx.progress(5, phase="starting migration")
-        lost = destination_lost_reason(dest.name, vm.name)
         with DestinationWatch(dest.uri, str(vm.uuid), lost) as dest_watch:
             outcome = hv.run_migration(
                 request,
@@ -616,7 +617,12 @@ def run_migrate(ctx: JobContext) -> None:
             )
     except HypervisorError as exc:
         if not _moved_anyway(vm, source, dest):
+            incoming_died = _incoming_copy_died(exc, dest_watch, vm, dest)
             _after_failure(ctx, vm, source, dest)
+            if incoming_died:
+                raise DestinationLost(
+                    f"destination lost: {lost} (libvirt: {exc.message}); the VM stays on the source"
+                ) from exc
             raise _explain_link_loss(exc, source, dest) from exc
         # libvirt reported an error at the very end, but the VM did move: say so
         # and finish the job as the success it is (disks, inventory, figures).
@@ -629,6 +635,31 @@ def run_migrate(ctx: JobContext) -> None:
         _after_failure(ctx, vm, source, dest)
         raise
     _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
+
+
+_QEMU_DIED = ("closed the monitor", "qemu unexpectedly")
+
+
+def _incoming_copy_died(
+    exc: HypervisorError, watch: DestinationWatch | None, vm: VirtualMachine, dest: Node
+) -> bool:
+    """Whether the migration failed because the destination's qemu died.
+
+    libvirt 11 notices the destination qemu's death from the source within a second
+    ("QEMU unexpectedly closed the monitor"), often before the watch's next look;
+    the watch having seen it, or those words with no incoming domain left running,
+    both mean the same thing to the admin.
+    """
+    if watch is None:
+        return False
+    if watch.lost:
+        return True
+    if not any(words in exc.message.lower() for words in _QEMU_DIED):
+        return False
+    try:
+        return not prep.domain_is_active(dest.uri, str(vm.uuid))
+    except HypervisorError:
+        return False
 
 
 _LINK_LOSS = (
