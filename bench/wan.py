@@ -200,7 +200,6 @@ def shaped_tunnel(profile_name: str) -> Iterator[dict[str, Any]]:
         wan.apply(profile, udp_server=(vpn1.address, tunnel.port))
         try:
             services.up(client)
-            nat.route_tunnel_via(vpn1, tunnel.device)
             server.refresh_from_db()
             client.refresh_from_db()
             # Raw virsh relies on the trust the product installs (ssh keys, known_hosts

@@ -47,6 +47,9 @@ from tests.lab.node import (
 
 BLACKHOLE_ADDRESS = "198.51.100.250"
 BLACKHOLE_NETNS = f"{NETNS_PREFIX}blackhole"
+# Behind-NAT LAN, tunnel and bridged overlay: never reachable from the root namespace
+# (the manager). The NAT lab marks them unreachable there; teardown removes the marks.
+UNROUTED_NETS = ("198.18.0.0/24", "100.64.0.0/24", "198.19.0.0/24")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class Lab:
                 run(["ip", "link", "del", iface.name], check=False, timeout=10)
         if link_exists(BRIDGE):
             run(["ip", "link", "del", BRIDGE], check=False, timeout=10)
+        for net in UNROUTED_NETS:  # set by the NAT lab (tests/lab/nat.py)
+            run(["ip", "route", "del", "unreachable", net], check=False, timeout=10)
         (state_root / "state.json").unlink(missing_ok=True)
 
     @classmethod
@@ -153,6 +158,8 @@ class Lab:
                 lab.authorized_keys,
                 address=entry["address"],
                 state_root=state_root,
+                manager_host=entry.get("manager_host"),
+                manager_port=int(entry.get("manager_port", 22)),
             )
         return lab
 
@@ -311,7 +318,13 @@ class Lab:
         state = {
             "pid": os.getpid(),
             "nodes": [
-                {"name": n.name, "index": n.index, "address": n.address}
+                {
+                    "name": n.name,
+                    "index": n.index,
+                    "address": n.address,
+                    "manager_host": n.manager_host,
+                    "manager_port": n.manager_port,
+                }
                 for n in self.nodes.values()
             ],
         }

@@ -1,29 +1,29 @@
-"""The NAT lab: a router namespace and nodes in another subnet behind it (issue 5).
+"""The NAT lab: a router namespace and nodes in another subnet behind it (issues 5, 11).
 
 Topology (added to the regular lab; nothing else in the root namespace changes)::
 
-    root netns (manager) kvmlab0 198.51.100.1/24
-       |  routes added while the NAT lab exists (they vanish with kvmlab0):
-       |    198.18.0.0/24 via 198.51.100.254   (manager's ssh to NATed nodes)
-       |    100.64.0.0/24 via the VPN server     (management through the tunnel)
+    root netns (manager) kvmlab0 198.51.100.1/24   no route to 198.18.0.0/24 or 100.64.0.0/24
        |-- kvl-vpn1   <-> [kvmlab-vpn1]   eth0 198.51.100.13   OpenVPN server
        `-- kvl-router <-> [kvmlab-router] eth0 198.51.100.254
                             lan0 198.18.0.1/24 (bridge)  MASQUERADE 198.18.0.0/24 -> eth0
-                            FORWARD: established; lan0 -> eth0; manager -> tcp/22 only
+                            DNAT 198.51.100.254:22HH/tcp -> 198.18.0.HH:22 (port forward)
+                            FORWARD: established; lan0 -> eth0; port-forwarded ssh only
                               `-- kvl-nat2 <-> [kvmlab-nat2] eth0 198.18.0.12, gw .1
 
-``nat2`` reaches ``vpn1`` only through the masquerading router; nothing from
-198.51.100.0/24 reaches 198.18.0.0/24 except the manager's ssh (so the manager
-can install the tunnel: the "out-of-band path" a real admin has, e.g. a port
-forward). ``vpn1`` has no route to 198.18.0.0/24 at all. Both lab nodes here
+This is the topology admins have: the manager reaches a node behind NAT *only*
+through a port forward on its router's outside address (``nat2`` is
+``qemu+ssh://root@198.51.100.254:2222/system``), never its inside address, and has
+no route into the tunnel subnet. ``nat2`` reaches ``vpn1`` only through the
+masquerading router; ``vpn1`` has no route to 198.18.0.0/24 at all, so migrations
+between them need the tunnel the product builds (``vpn up``). Both lab nodes here
 run sshd on all addresses, so peers reach it at their tunnel addresses too.
 """
 
 from __future__ import annotations
 
 from tests.lab._util import run
-from tests.lab.lab import Lab
-from tests.lab.node import BRIDGE, NETNS_PREFIX, LabNode, attach_netns, disable_ipv6
+from tests.lab.lab import UNROUTED_NETS, Lab
+from tests.lab.node import NETNS_PREFIX, LabNode, attach_netns, disable_ipv6
 
 ROUTER = "router"
 ROUTER_NETNS = f"{NETNS_PREFIX}{ROUTER}"
@@ -31,8 +31,13 @@ ROUTER_OUTSIDE = "198.51.100.254"
 ROUTER_INSIDE = "198.18.0.1"
 INSIDE_NET = "198.18.0.0/24"
 INSIDE_BRIDGE = "lan0"
-MANAGER = "198.51.100.1"
 TUNNEL_NET = "100.64.0.0/24"
+PORT_FORWARD_BASE = 2210  # 198.18.0.12 is forwarded from ROUTER_OUTSIDE:2222
+
+
+def forwarded_port(host: int) -> int:
+    """The router's outside TCP port forwarded to sshd of the node at 198.18.0.HOST."""
+    return PORT_FORWARD_BASE + host
 
 
 def _router(*args: str) -> None:
@@ -41,6 +46,11 @@ def _router(*args: str) -> None:
 
 def ensure_router() -> None:
     """Create the router namespace with its NAT and forwarding rules (idempotent)."""
+    # The manager has no route into the NAT'd LAN or the tunnel (nor does it in the
+    # world). "unreachable" routes say so at once, and keep a lab address from ever
+    # leaving the machine by its default route.
+    for net in UNROUTED_NETS:
+        run(["ip", "route", "replace", "unreachable", net], timeout=10)
     if run(["ip", "netns", "pids", ROUTER_NETNS], check=False).returncode == 0:
         return
     attach_netns(ROUTER_NETNS, ROUTER, ROUTER_OUTSIDE)
@@ -57,10 +67,20 @@ def ensure_router() -> None:
     _router("iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
             "ESTABLISHED,RELATED", "-j", "ACCEPT")  # fmt: skip
     _router("iptables", "-A", "FORWARD", "-i", INSIDE_BRIDGE, "-o", "eth0", "-j", "ACCEPT")
-    _router("iptables", "-A", "FORWARD", "-i", "eth0", "-o", INSIDE_BRIDGE, "-s", MANAGER,
-            "-p", "tcp", "--dport", "22", "-j", "ACCEPT")  # fmt: skip
-    # The manager (root namespace) reaches NATed nodes' sshd through the router.
-    run(["ip", "route", "replace", INSIDE_NET, "via", ROUTER_OUTSIDE, "dev", BRIDGE], timeout=10)
+    # Only what a port forward let in (see forward_ssh) crosses from outside to inside.
+    _router("iptables", "-A", "FORWARD", "-i", "eth0", "-o", INSIDE_BRIDGE, "-p", "tcp",
+            "--dport", "22", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT")  # fmt: skip
+
+
+def forward_ssh(host: int) -> int:
+    """Port-forward ROUTER_OUTSIDE:22HH to 198.18.0.HOST:22 (idempotent); returns the port."""
+    port = forwarded_port(host)
+    rule = ["PREROUTING", "-i", "eth0", "-d", ROUTER_OUTSIDE, "-p", "tcp", "--dport", str(port),
+            "-j", "DNAT", "--to-destination", f"198.18.0.{host}:22"]  # fmt: skip
+    if run(["ip", "netns", "exec", ROUTER_NETNS, "iptables", "-t", "nat", "-C", *rule],
+           check=False, timeout=10).returncode != 0:  # fmt: skip
+        _router("iptables", "-t", "nat", "-A", *rule)
+    return port
 
 
 def attach_behind_router(node: LabNode) -> None:
@@ -105,26 +125,14 @@ def add_nat_node(lab: Lab, name: str = "nat2", host: int = 12) -> LabNode:
     if name in lab.nodes:
         return lab.nodes[name]
     ensure_router()
+    port = forward_ssh(host)
     index = max((n.index for n in lab.nodes.values()), default=0) + 1
     node = LabNode(
         name, index, lab.key_path, lab.authorized_keys, address=f"198.18.0.{host}",
         state_root=lab.state_root, attach=attach_behind_router, ssh_listen="0.0.0.0",
+        manager_host=ROUTER_OUTSIDE, manager_port=port,
     )  # fmt: skip
     return _start(lab, node)
-
-
-def route_tunnel_via(server: LabNode, device: str) -> None:
-    """Let the manager reach tunnel addresses through the VPN server node.
-
-    The server forwards and masquerades the manager's packets into the tunnel,
-    so clients answer through the tunnel without routes of their own.
-    """
-    ns = ["ip", "netns", "exec", server.netns]
-    run([*ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout=10)
-    rule = ["POSTROUTING", "-s", MANAGER, "-o", device, "-j", "MASQUERADE"]
-    if run([*ns, "iptables", "-t", "nat", "-C", *rule], check=False).returncode != 0:
-        run([*ns, "iptables", "-t", "nat", "-A", *rule], timeout=10)
-    run(["ip", "route", "replace", TUNNEL_NET, "via", server.address, "dev", BRIDGE])
 
 
 def netns_run(node: LabNode, *args: str, timeout: float = 30.0) -> int:

@@ -147,13 +147,15 @@ def _pid_netns_inode(pid: int) -> int | None:
         return None
 
 
-def ssh_argv(key_path: Path, address: str, connect_timeout: int = 5) -> list[str]:
+def ssh_argv(key_path: Path, address: str, connect_timeout: int = 5, port: int = 22) -> list[str]:
     """ssh prefix with the lab key that never prompts and never writes known_hosts.
 
     ``ConnectTimeout`` matters: without it an unreachable address hangs ~2 min.
     """
     return [
         "ssh",
+        "-p",
+        str(port),
         "-i",
         str(key_path),
         "-o",
@@ -197,6 +199,8 @@ class LabNode:
         *,
         attach: Callable[[LabNode], None] | None = None,
         ssh_listen: str | None = None,
+        manager_host: str | None = None,
+        manager_port: int = 22,
     ) -> None:
         if not NAME_RE.match(name) or name == "blackhole":
             raise ValueError(f"bad node name {name!r} (lowercase, <= 11 chars)")
@@ -213,13 +217,19 @@ class LabNode:
         # addresses so peers reach sshd at the node's tunnel address too.
         self.attach = attach
         self.ssh_listen = ssh_listen or self.address
+        # How the manager (the root namespace) reaches this node's sshd: the node's own
+        # address, or a router's port forward for a node behind NAT (tests/lab/nat.py).
+        self.manager_host = manager_host or self.address
+        self.manager_port = manager_port
 
     # -- public API -----------------------------------------------------------
 
     @property
     def uri(self) -> str:
-        """The libvirt URI the product should use (host key pinning is its job)."""
-        return f"qemu+ssh://root@{self.address}/system"
+        """The libvirt URI the product should use (host key pinning is its job): the
+        manager's path to the node, a port forward for a node behind NAT."""
+        port = f":{self.manager_port}" if self.manager_port != 22 else ""
+        return f"qemu+ssh://root@{self.manager_host}{port}/system"
 
     @property
     def harness_uri(self) -> str:
@@ -307,7 +317,7 @@ class LabNode:
 
     def ssh_argv(self, connect_timeout: int = 5) -> list[str]:
         """ssh argument prefix for this node, usable by tests that need raw ssh."""
-        return ssh_argv(self.key_path, self.address, connect_timeout)
+        return ssh_argv(self.key_path, self.manager_host, connect_timeout, self.manager_port)
 
     def host_path(self, inner: str | Path) -> Path:
         """Map a path as seen inside the node (e.g. /var/log/libvirt/...) to the root view."""
@@ -380,7 +390,10 @@ class LabNode:
         """Wait for libvirtd (local probe) and sshd, then create the default pool."""
         started = time.monotonic()
         wait_for(self._libvirt_answers, timeout, 0.25, f"libvirtd on {self.name}")
-        wait_for(lambda: tcp_open(self.address, 22, 1.0), 20, 0.2, f"sshd on {self.name}")
+        wait_for(
+            lambda: tcp_open(self.manager_host, self.manager_port, 1.0), 20, 0.2,
+            f"sshd on {self.name} (through {self.manager_host}:{self.manager_port})",
+        )  # fmt: skip
         self._define_default_pool()
         proc = self.virsh("version", timeout=30)
         if proc.returncode != 0:
