@@ -449,6 +449,8 @@ def guest_domain_xml(
     cmdline_extra: str = "",
     bridge: str | None = None,
     uuid: str | None = None,
+    cdrom: str | None = None,
+    extra_disks: tuple[str, ...] = (),
 ) -> str:
     """Libvirt XML for the tiny guest.
 
@@ -458,7 +460,9 @@ def guest_domain_xml(
     ``serial_log`` defaults to ``/var/log/libvirt/qemu/<name>-serial.log`` which,
     inside a lab node, is that node's private log dir (so a migrated guest's two
     qemu processes never write the same file). ``bridge`` adds a virtio NIC on
-    that bridge (use with ``cmdline_extra="ip=ADDR/PREFIX"``).
+    that bridge (use with ``cmdline_extra="ip=ADDR/PREFIX"``). ``cdrom`` attaches an
+    image as a read-only IDE CD-ROM (``hdc``), as a VM installed from an ISO keeps it;
+    ``extra_disks`` are further qcow2 paths (``vdb``, ``vdc``...).
     """
     if serial_log is None:
         serial_log = Path(f"/var/log/libvirt/qemu/{name}-serial.log")
@@ -473,6 +477,17 @@ def guest_domain_xml(
         devices.append(
             "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
             f"<source file={quoteattr(str(disk_path))}/><target dev='vda' bus='virtio'/></disk>"
+        )
+    for index, extra in enumerate(extra_disks):
+        devices.append(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file={quoteattr(extra)}/><target dev='vd{chr(ord('b') + index)}' "
+            "bus='virtio'/></disk>"
+        )
+    if cdrom is not None:
+        devices.append(
+            "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+            f"<source file={quoteattr(cdrom)}/><target dev='hdc' bus='ide'/><readonly/></disk>"
         )
     if bridge is not None:
         devices.append(
