@@ -169,7 +169,7 @@ KVMMGR_RECONCILE_INTERVAL = env_float("KVMMGR_RECONCILE_INTERVAL", 60.0, minimum
 # After an abort, how long a migration job waits for libvirt to roll back before it
 # gives up and leaves the rest to the reconciler (a cut link keeps libvirt's job
 # "cancelling" until the link returns).
-KVMMGR_MIGRATION_ABORT_WAIT = env_float("KVMMGR_MIGRATION_ABORT_WAIT", 60.0, minimum=1.0)
+KVMMGR_MIGRATION_ABORT_WAIT = env_float("KVMMGR_MIGRATION_ABORT_WAIT", 10.0, minimum=1.0)
 
 # virt-install gets this long before the create job gives up on it.
 KVMMGR_VIRT_INSTALL_TIMEOUT = env_float("KVMMGR_VIRT_INSTALL_TIMEOUT", 600.0, minimum=10.0)

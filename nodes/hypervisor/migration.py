@@ -345,10 +345,13 @@ def run_migration(
                     pass
                 thread.join(abort_wait_seconds)
                 if thread.is_alive():
+                    reason = getattr(exc, "message", "") or str(exc) or type(exc).__name__
                     raise HypervisorError(
-                        f"{request.domain_name}: the migration did not stop within "
-                        f"{abort_wait_seconds:g} s of the abort; libvirt still holds the job "
-                        "(a cut link keeps it 'cancelled' until the link returns)",
+                        f"{reason}; {request.domain_name} was aborted but libvirt had not "
+                        f"finished rolling back {abort_wait_seconds:g} s later (a cut link "
+                        "keeps its job 'cancelled' until the link returns): the VM keeps "
+                        "running on the source, and what is left on the destination is "
+                        "removed once it answers",
                         retryable=True,
                     ) from exc
         if poll_error is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -294,8 +295,10 @@ def _prechecks(
     live: bool,
     *,
     qemu_versions: dict[str, str] | None = None,
+    peer_check: Future[tuple[trust.Preflight, list[str]]] | None = None,
 ) -> list[prep.DestinationVolume]:
     ctx.progress(1, phase="pre-checks")
+    peer_check = peer_check or start_peer_check(source, dest, live)
     plans = check_disk_placement(ctx, vm, source, dest)
     free = prep.free_memory_mib(dest.uri)
     check(
@@ -311,7 +314,19 @@ def _prechecks(
     warning = tcg_live_migration_warning(vm.name, domain_xml, qemu_versions or {}) if live else None
     if warning:
         ctx.log(warning)
-    path, installed = trust.ensure(source, dest, MIGRATION_PORT if live else None)
+    try:
+        path, installed = peer_check.result()
+    except HypervisorError as exc:
+        problem = _tunnel_problem(source, dest)
+        if not problem:
+            raise
+        raise HypervisorError(
+            f"{problem}. {dest.name}'s peer path {dest.peer_path} runs through that tunnel: "
+            f"bring it up (`manage.py vpn up NODE` or the VPN page) and migrate again; "
+            f"the VM stays on {source.name}. ({exc.message})",
+            retryable=True,
+            uri=exc.uri,
+        ) from exc
     for line in installed:
         ctx.log(f"trust: {line}")
     check(
@@ -388,6 +403,21 @@ def compression_summary(result: dict[str, Any]) -> str:
         f"memory: {pages / MIB:.1f} MiB of non-zero pages went as {wire / MIB:.1f} MiB "
         f"on the wire (ratio {wire / pages:.2f})"
     )
+
+
+def start_peer_check(
+    source: Node, dest: Node, live: bool
+) -> Future[tuple[trust.Preflight, list[str]]]:
+    """Check the peer path (an ssh session to the source, ~1 s) in the background.
+
+    It is the only pre-check that costs a round trip of its own; the libvirt ones
+    go over the manager's pooled connections meanwhile, so a job pays for the
+    slower of the two, not their sum (issue 11: fixed costs).
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-check")
+    future = executor.submit(trust.ensure, source, dest, MIGRATION_PORT if live else None)
+    executor.shutdown(wait=False)
+    return future
 
 
 def negotiate_features(
@@ -572,6 +602,7 @@ def run_migrate(ctx: JobContext) -> None:
         run_cold(ctx, vm, source, dest, options)
         return
     ctx.progress(1, phase="pre-checks")
+    peer_check = start_peer_check(source, dest, live)
     features, qemu_versions = negotiate_features(ctx, source, dest, options)
     request = hv.MigrationRequest(
         domain_uuid=str(vm.uuid),
@@ -588,7 +619,9 @@ def run_migrate(ctx: JobContext) -> None:
         display_dest_uri=trust.display_peer_uri(dest),
     )
     ctx.set_command(request.virsh_command())
-    plans = _prechecks(ctx, vm, source, dest, live, qemu_versions=qemu_versions)
+    plans = _prechecks(
+        ctx, vm, source, dest, live, qemu_versions=qemu_versions, peer_check=peer_check
+    )
     media = migration_media.check_media(ctx, vm, source, dest, options.media)
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
@@ -652,6 +685,12 @@ def _incoming_copy_died(
     """
     if watch is None:
         return False
+    # The job's own verdicts (a stall, the watch, an abort) were raised from the poller,
+    # and rolling them back kills the incoming copy too: that is their effect, not a cause.
+    if isinstance(exc, (MigrationStalled, DestinationLost)) or isinstance(
+        exc.__cause__, (MigrationStalled, DestinationLost, JobAborted)
+    ):
+        return False
     if watch.lost:
         return True
     if not any(words in exc.message.lower() for words in _QEMU_DIED):
@@ -673,6 +712,20 @@ _LINK_LOSS = (
 )
 
 
+def _tunnel_problem(source: Node, dest: Node) -> str:
+    """Why the tunnel carrying ``dest``'s peer path is down, or '' (no tunnel, or up)."""
+    from vpn.services import tunnel_of_address, tunnel_problem
+
+    tunnel = tunnel_of_address(dest.effective_migration_address)
+    if not tunnel:
+        return ""
+    try:
+        return tunnel_problem([source, dest])
+    except Exception as probe_exc:  # a diagnosis must never hide the failure itself
+        log.warning("could not read the state of tunnel %s: %s", tunnel, probe_exc)
+        return ""
+
+
 def _explain_link_loss(exc: HypervisorError, source: Node, dest: Node) -> HypervisorError:
     """Name the tunnel when the destination is reached through one and it is down.
 
@@ -681,17 +734,13 @@ def _explain_link_loss(exc: HypervisorError, source: Node, dest: Node) -> Hyperv
     whatever libvirt's own words were. When the tunnel looks up but libvirt
     reported a broken connection, the message still names the tunnel.
     """
-    from vpn.services import tunnel_of_address, tunnel_problem
+    from vpn.services import tunnel_of_address
 
     address = dest.effective_migration_address
     tunnel = tunnel_of_address(address)
     if not tunnel:
         return exc
-    try:
-        problem = tunnel_problem([source, dest])
-    except Exception as probe_exc:  # a diagnosis must never hide the failure itself
-        log.warning("could not read the state of tunnel %s: %s", tunnel, probe_exc)
-        problem = ""
+    problem = _tunnel_problem(source, dest)
     if problem:
         return HypervisorError(
             f"{problem}. The migration to {dest.name} at {address} broke ({exc.message}); "
