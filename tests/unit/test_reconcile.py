@@ -9,7 +9,7 @@ import pytest
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
 from tests.factories import make_node, make_vm
-from tests.nodexml import FakeDomain
+from tests.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
 from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import reconcile
@@ -92,3 +92,38 @@ def test_unreachable_destination_is_retried_later(node_xml: Callable[..., str]) 
     job.refresh_from_db()
     assert not job.params.get("reconciled")
     assert reconcile.pending_jobs() == [job]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("runstate", "status", "said"),
+    [
+        (RUNSTATE_PAUSED, JobStatus.SUCCEEDED, "arrived paused on dst; resumed it"),
+        (RUNSTATE_SHUTOFF, JobStatus.FAILED, "web is on dst now and gone from src, but it is"),
+    ],
+)
+def test_a_migration_that_finished_alone_is_reported_whatever_state_it_arrived_in(
+    node_xml: Callable[..., str], runstate: int, status: str, said: str
+) -> None:
+    """Source empty, destination holds the VM (paused or shut off): it moved; the
+    reconciler says so, resumes a paused arrival, and never removes its disks."""
+    source = make_node(name="src", uri=node_xml([], name="src"))
+    dest = make_node(name="dst", uri=node_xml([FakeDomain("web", UUID, runstate)], name="dst"))
+    vm = make_vm(source, name="web", uuid=UUID)
+    volume = hv_storage.create_volume(dest.uri, "default", "web.qcow2", 1 << 20, "qcow2")
+    job = _job(
+        vm,
+        dest,
+        JobStatus.FAILED,
+        worker_died=True,
+        orphan_checked=True,
+        created_volumes=[{"pool": "default", "name": "web.qcow2", "path": volume.path}],
+    )
+    reconcile.reconcile(job)
+    job.refresh_from_db()
+    assert job.status == status and said in job.log, job.log
+    assert "did not complete" not in job.log
+    assert hv_storage.find_volume(dest.uri, "default", "web.qcow2") is not None
+    assert reconcile.pending_jobs() == []
+    vm.refresh_from_db()
+    assert vm.node == dest

@@ -83,13 +83,11 @@ def reconcile(job: Job) -> str:
     if on_source == VMState.RUNNING and on_dest == VMState.RUNNING:
         ctx.log(f"reconciler: the VM runs on BOTH nodes ({found}); an admin must stop one")
         return f"split: {found}"
-    moved = on_dest == VMState.RUNNING and on_source is None
+    # The source gave the domain up and the destination holds it: libvirt finished the
+    # migration by itself, whatever state the VM ended in there.
+    moved = on_source is None and on_dest is not None
     if job.params.get("worker_died") and moved:
-        ctx.log(
-            f"reconciler: the migration completed after its worker stopped ({found}); "
-            "marking the job succeeded"
-        )
-        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, error="", progress=100)
+        _record_finished_alone(ctx, job, vm, dest, state=on_dest, found=found)
         for volume in job.params.get("created_volumes", []):
             volume["removed"] = True  # they hold the VM's disks now
     else:
@@ -107,6 +105,35 @@ def reconcile(job: Job) -> str:
     for node in (source, dest):
         inventory.refresh_node(node)
     return found if left == 0 else f"{found}; {left} volume(s) still to remove"
+
+
+def _record_finished_alone(
+    ctx: JobContext, job: Job, vm: VirtualMachine, dest: Node, *, state: VMState | None, found: str
+) -> None:
+    """Tell the truth about a migration libvirt completed after the job's worker died.
+
+    A paused arrival (libvirt's finish step never resumed it) is resumed; one that is
+    running makes the job a success; any other state is reported with what to do,
+    and the job stays failed, since the VM is not running.
+    """
+    if state == VMState.PAUSED and prep.resume_if_paused(dest.uri, str(vm.uuid)):
+        ctx.log(f"reconciler: {vm.name} arrived paused on {dest.name}; resumed it")
+        state = VMState.RUNNING
+    if state == VMState.RUNNING:
+        ctx.log(
+            f"reconciler: the migration completed after its worker stopped ({found}); "
+            "marking the job succeeded"
+        )
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, error="", progress=100)
+        return
+    label = _describe(state)
+    error = (
+        f"the migration completed after its worker stopped: {vm.name} is on {dest.name} now "
+        f"and gone from {job.node.name if job.node else 'the source'}, but it is {label} "
+        f"there; start it on {dest.name} (`manage.py startvm {vm.name}`)"
+    )
+    ctx.log(f"reconciler: {error} ({found})")
+    Job.objects.filter(pk=job.pk).update(error=error)
 
 
 def reconcile_all() -> dict[int, str]:
