@@ -292,6 +292,15 @@ class MigrationOutcome:
     actions: list[str]
 
 
+class MigrationStuck(HypervisorError):
+    """An aborted migration libvirt had not rolled back within the wait (a cut link).
+
+    The source keeps its migration job (and the domain's state-change lock) until
+    the link returns: any call on that domain blocks for libvirt's 30 s lock timeout,
+    so whoever catches this leaves the settling to the reconciler.
+    """
+
+
 def run_migration(
     request: MigrationRequest,
     on_poll: Callable[[MigrationStats, MigrationControl], None],
@@ -346,7 +355,7 @@ def run_migration(
                 thread.join(abort_wait_seconds)
                 if thread.is_alive():
                     reason = getattr(exc, "message", "") or str(exc) or type(exc).__name__
-                    raise HypervisorError(
+                    raise MigrationStuck(
                         f"{reason}; {request.domain_name} was aborted but libvirt had not "
                         f"finished rolling back {abort_wait_seconds:g} s later (a cut link "
                         "keeps its job 'cancelled' until the link returns): the VM keeps "

@@ -124,7 +124,8 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
 
     vm = VirtualMachine.objects.get(name="ci-import1")
     assert (vm.node, vm.state, vm.vcpus, vm.memory_mib) == (node, VMState.RUNNING, 1, 128)
-    assert vm.vnc_listen == lab_node.address and vm.vnc_port and vm.vnc_port >= 5900
+    # On the node's loopback, never the URI's host (issue 18).
+    assert vm.vnc_listen == "127.0.0.1" and vm.vnc_port and vm.vnc_port >= 5900
     password = vncsecret.unseal(vm.vnc_password_sealed)
     assert password and password not in job.log and password not in job.command
     assert job.command.startswith(f"virt-install --connect {lab_node.uri} ")
@@ -134,7 +135,7 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
     assert root.get("type") == "qemu"
     graphics = root.find("./devices/graphics[@type='vnc']")
     assert graphics is not None
-    assert graphics.get("listen") == lab_node.address and graphics.get("passwd") == password
+    assert graphics.get("listen") == "127.0.0.1" and graphics.get("passwd") == password
     assert root.find("./devices/interface/source").get("bridge") == "labbr0"
 
 

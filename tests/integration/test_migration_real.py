@@ -254,7 +254,6 @@ def _source_job_type(node: LabNode, name: str) -> str:
 
 
 @pytest.mark.django_db
-@override_settings(KVMMGR_MIGRATION_ABORT_WAIT=15)
 def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
     manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
 ) -> None:
@@ -264,6 +263,7 @@ def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
     veth = veth_name(lab_node2.name)
     disk = Path("/var/lib/libvirt/images") / f"{migrating_guest.name}.qcow2"
     cut = threading.Event()
+    cut_at: list[float] = []
 
     def cut_when_copying() -> None:
         deadline = time.monotonic() + 60
@@ -271,18 +271,27 @@ def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
             if _source_job_type(lab_node, migrating_guest.name) == "Unbounded":
                 time.sleep(1)
                 subprocess.run(["ip", "link", "set", veth, "down"], check=True, timeout=10)
+                cut_at.append(time.monotonic())
                 cut.set()
                 return
             time.sleep(0.3)
 
     cutter = threading.Thread(target=cut_when_copying, daemon=True)
-    options = {"bandwidth_mib_s": 1, "completion_timeout_s": 20}
+    stall_s = 10
+    options = {"bandwidth_mib_s": 1, "stall_timeout_s": stall_s}
     try:
         cutter.start()
         job = _migrate(vm, node2, **options)
+        ended_at = time.monotonic()
         cutter.join(5)
         assert cut.is_set(), "the migration never started copying"
-        assert job.status in (JobStatus.FAILED, JobStatus.ABORTED), job.log
+        assert job.status == JobStatus.FAILED, job.log
+        # The truth, quickly: within the stall timeout + 15 s of the cut (issue 11), with
+        # the default abort wait (libvirt holds a cut migration 'cancelled' for minutes).
+        took = ended_at - cut_at[0]
+        print(f"LINK-CUT job failed {took:.1f}s after the cut: {job.error}")
+        assert took <= stall_s + 15, (took, job.log)
+        assert "on the source" in job.error, job.error
     finally:
         subprocess.run(["ip", "link", "set", veth, "up"], check=True, timeout=10)
     # Once the link is back, libvirt finishes rolling back: the VM runs on the source.

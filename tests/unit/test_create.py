@@ -25,7 +25,7 @@ from vms import vncsecret
 from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import create, inventory
-from vms.services.create import CreateRequest, submit_create, validate
+from vms.services.create import CreateRequest, submit_create, validate, vnc_listen_address
 from vms.services.jobs import execute, submit
 
 GIB = 1024**3
@@ -575,3 +575,17 @@ def test_createvm_command_refuses_bad_input(node: Node, args: list[str], message
         call_command("createvm", *args)
     assert message in str(info.value)
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://root@198.51.100.254:2222/system",  # a router's port forward
+        "qemu+ssh://root@198.51.100.11/system",  # the node's own address
+        "qemu+ssh://admin@node7.example/system",  # a name that may resolve elsewhere
+    ],
+)
+def test_new_vms_listen_for_vnc_on_the_node_loopback_never_on_the_uri_host(uri: str) -> None:
+    """The manager's URI host is how the manager reaches the node, not an address of it."""
+    assert vnc_listen_address(make_node(name="n9", uri=uri)) == "127.0.0.1"

@@ -25,7 +25,7 @@ from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
 from nodes.models import Node
-from nodes.validators import parse_node_uri, validate_name
+from nodes.validators import validate_name
 from vms import vncsecret
 from vms.choices import JobKind, JobStatus, VMState
 from vms.flavors import FLAVORS
@@ -398,8 +398,14 @@ def submit_create(req: CreateRequest, *, actor: Actor) -> Job:
 
 
 def vnc_listen_address(node: Node) -> str:
-    """The node's management address: consoles listen there, never on 0.0.0.0."""
-    return parse_node_uri(node.uri, resolve=False).host or "127.0.0.1"
+    """Where a new VM's VNC server listens on its node: the node's loopback.
+
+    Never the host of the manager's URI: for a node reached through a port forward,
+    1:1 NAT or a name that resolves elsewhere, that is not an address of the node
+    (qemu then fails "Cannot assign requested address"). Never 0.0.0.0 either: the
+    console is reached through the manager's ssh path to the node.
+    """
+    return "127.0.0.1"
 
 
 def _live_check(node: Node, p: dict[str, Any]) -> str:

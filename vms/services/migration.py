@@ -649,6 +649,13 @@ def run_migrate(ctx: JobContext) -> None:
                 abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
             )
     except HypervisorError as exc:
+        if isinstance(exc, hv.MigrationStuck):
+            # Asking the source now would block on its domain lock for 30 s per call.
+            ctx.log(
+                f"after the failure: libvirt still holds {vm.name}'s migration job on "
+                f"{source.name}; the reconciler settles both nodes once it lets go"
+            )
+            raise
         if not _moved_anyway(vm, source, dest):
             incoming_died = _incoming_copy_died(exc, dest_watch, vm, dest)
             _after_failure(ctx, vm, source, dest)
