@@ -1,6 +1,7 @@
 """Live migration on the real two-node lab: the product's job vs raw ``virsh migrate``.
 
-    .venv/bin/python -m bench.migration [--rounds 3] [--skip-convergence] [--json PATH]
+    .venv/bin/python -m bench.migration [--rounds 3] [--skip-convergence] [--arm product|cli]
+                                        [--json PATH]
 
 Needs root and the lab's prerequisites (see ``tests/lab``). It takes the lab's
 session lock (/run/kvmmgr-lab/session.lock, as ``tests/lab/fixtures.py``
@@ -283,6 +284,48 @@ def product_migration(
     )
 
 
+def cli_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
+    """``manage.py migratevm NAME DEST --wait`` end to end, as an admin types it.
+
+    A new process: Python and Django start, the job is queued and (Celery eager, so
+    no broker hop is hidden or added) run, ``--wait`` follows it to the end. The wall
+    time is the command's, from exec to exit.
+    """
+    from vms.choices import JobStatus
+    from vms.models import Job, VirtualMachine
+
+    vm = VirtualMachine.objects.get(uuid=vm_uuid)
+    if vm.node_id != source.pk:
+        raise RuntimeError(f"inventory has {vm.name} on {vm.node.name}, expected {source.name}")
+    before = Job.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "1"}
+    manage = str(_common.REPO / "manage.py")
+    argv = [sys.executable, manage, "migratevm", vm.name, dest.name, "--wait"]
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - t0
+    job = Job.objects.filter(pk__gt=before, kind="migrate").order_by("-pk").first()
+    detail = (job.progress_detail or {}) if job else {}
+    ok = done.returncode == 0 and job is not None and job.status == JobStatus.SUCCEEDED
+    data = detail.get("data_processed")
+    return Run(
+        method="cli",
+        guest=guest,
+        direction=f"{source.name}→{dest.name}",
+        wall_s=wall,
+        ok=ok,
+        downtime_ms=detail.get("downtime_ms") if ok else None,
+        data_mib=round(data / MIB, 1) if isinstance(data, int) and data else None,
+        migrate_s=detail.get("wall_seconds"),
+        phases={"job_s": round(job.duration_seconds or 0, 2)} if job else {},
+        status=str(job.status if job else done.returncode),
+        error=(job.error if job else "") or (done.stderr[-500:] if not ok else ""),
+        log=job.log if job else done.stdout[-2000:],
+        trace=[],
+        actions=list(detail.get("actions") or []),
+    )
+
+
 # --- one raw virsh migration -----------------------------------------------------
 
 DOWNTIME_RE = re.compile(r"^Total downtime:\s+(\d+)\s+ms", re.M)
@@ -422,7 +465,9 @@ def _print_run(r: Run) -> None:
     )
 
 
-def bench_product_vs_raw(lab: Any, nodes: dict[str, Any], rounds: int) -> dict[str, Any]:
+def bench_product_vs_raw(
+    lab: Any, nodes: dict[str, Any], rounds: int, arm: str = "product"
+) -> dict[str, Any]:
     guests = [
         ("bmidle", ""),
         ("bmdirty", "dirty=6 counter=1 records=1"),
@@ -437,9 +482,11 @@ def bench_product_vs_raw(lab: Any, nodes: dict[str, Any], rounds: int) -> dict[s
         runs: list[Run] = []
         try:
             for _ in range(rounds):
-                for method in ("product", "raw", "raw", "product"):
+                for method in (arm, "raw", "raw", arm):
                     if method == "product":
                         run = product_migration(uuid, name, here, there, {})
+                    elif method == "cli":
+                        run = cli_migration(uuid, name, here, there)
                     else:
                         run = raw_migration(uuid, name, here, there)
                     _print_run(run)
@@ -488,7 +535,7 @@ def _median(values: list[float]) -> float:
 
 
 def summarize_pair(runs: list[Run], workload: str) -> dict[str, Any]:
-    product = [r for r in runs if r.method == "product" and r.ok]
+    product = [r for r in runs if r.method in ("product", "cli") and r.ok]
     raw = [r for r in runs if r.method == "raw" and r.ok]
     failures = [
         {"method": r.method, "direction": r.direction, "error": r.error, "log": r.log}
@@ -658,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per guest (4 runs each)")
     parser.add_argument("--skip-convergence", action="store_true", help="only benchmark 1")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--arm",
+        choices=("product", "cli"),
+        default="product",
+        help="product: the job in this process; cli: `manage.py migratevm --wait` end to end",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.migration needs root (it builds the namespaced libvirt lab)")
@@ -674,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lab up after {time.monotonic() - started:.0f} s", flush=True)
             nodes = {name: register(lab.nodes[name]) for name in ("node1", "node2")}
             payload: dict[str, Any] = {"machine": machine, "rounds": args.rounds}
-            payload["pairs"] = bench_product_vs_raw(lab, nodes, args.rounds)
+            payload["arm"] = args.arm
+            payload["pairs"] = bench_product_vs_raw(lab, nodes, args.rounds, args.arm)
             if not args.skip_convergence:
                 payload["convergence"] = bench_convergence(lab, nodes)
             close_all()
