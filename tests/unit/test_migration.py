@@ -382,3 +382,20 @@ def test_a_live_migration_of_a_tcg_guest_is_warned_about_on_qemu_before_10_only(
     assert unknown is not None and "n2 has QEMU of unknown version" in unknown
     kvm = "<domain type='kvm'><name>web1</name></domain>"
     assert tcg_live_migration_warning("web1", kvm, mixed) is None
+
+
+@pytest.mark.django_db
+def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin_client) -> None:
+    from django.urls import reverse
+
+    from tests.factories import actor
+    from vms.models import Job
+
+    source, dest = _online("n1"), _online("n2", "localhost")
+    job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.SUCCEEDED,
+        progress_detail={"data_processed": 40 << 20, "downtime_ms": 70, "wall_seconds": 3.6},
+    )
+    page = admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+    assert "On the wire: 40.0\xa0MB · downtime 70 ms · migration 3.6 s" in page, page
