@@ -31,7 +31,7 @@ from nodes.models import Node
 from nodes.services import trust
 from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
 from vms.models import Job, VirtualMachine
-from vms.services import inventory, migration_media
+from vms.services import inventory, migration_media, peer_proof
 from vms.services import migration_features as mf
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
 from vms.services.jobs import JobAborted, JobContext, submit
@@ -420,6 +420,17 @@ def start_peer_check(
     return future
 
 
+def _peer_check(
+    ctx: JobContext, source: Node, dest: Node, live: bool
+) -> tuple[Future[tuple[trust.Preflight, list[str]]], Job | None]:
+    """A recent proof of the peer path when there is one, else the check, started."""
+    proof = peer_proof.recent(source, dest) if live else None
+    if proof is None:
+        return start_peer_check(source, dest, live), None
+    ctx.log(peer_proof.describe(proof, dest))
+    return peer_proof.as_check(proof), proof
+
+
 def negotiate_features(
     ctx: JobContext, source: Node, dest: Node, options: MigrationOptions
 ) -> tuple[mf.FeaturePlan, dict[str, str]]:
@@ -602,7 +613,7 @@ def run_migrate(ctx: JobContext) -> None:
         run_cold(ctx, vm, source, dest, options)
         return
     ctx.progress(1, phase="pre-checks")
-    peer_check = start_peer_check(source, dest, live)
+    peer_check, proof = _peer_check(ctx, source, dest, live)
     features, qemu_versions = negotiate_features(ctx, source, dest, options)
     request = hv.MigrationRequest(
         domain_uuid=str(vm.uuid),
@@ -663,6 +674,8 @@ def run_migrate(ctx: JobContext) -> None:
                 raise DestinationLost(
                     f"destination lost: {lost} (libvirt: {exc.message}); the VM stays on the source"
                 ) from exc
+            if proof is not None:
+                _recheck_peer_path(ctx, source, dest, exc)
             raise _explain_link_loss(exc, source, dest) from exc
         # libvirt reported an error at the very end, but the VM did move: say so
         # and finish the job as the success it is (disks, inventory, figures).
@@ -675,6 +688,7 @@ def run_migrate(ctx: JobContext) -> None:
         _after_failure(ctx, vm, source, dest)
         raise
     _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
+    peer_proof.record(job, dest, peer_check.result()[0].hostname)
 
 
 _QEMU_DIED = ("closed the monitor", "qemu unexpectedly")
@@ -717,6 +731,25 @@ _LINK_LOSS = (
     "no route",
     "keepalive",
 )
+
+
+def _recheck_peer_path(ctx: JobContext, source: Node, dest: Node, exc: HypervisorError) -> None:
+    """After a failure with the peer check skipped: run it now, to name what broke."""
+    ctx.log("the peer path was not re-checked before this migration; checking it now")
+    try:
+        found = trust.preflight(source, dest, MIGRATION_PORT)
+    except HypervisorError as probe_exc:
+        ctx.log(f"could not check the peer path: {probe_exc.message}")
+        return
+    if found.ok:
+        return
+    problem = _tunnel_problem(source, dest)
+    message = trust.peer_path_failure(source, dest, found.error)
+    raise HypervisorError(
+        f"{problem + '. ' if problem else ''}{message}; the VM stays on {source.name}",
+        retryable=True,
+        uri=exc.uri,
+    ) from exc
 
 
 def _tunnel_problem(source: Node, dest: Node) -> str:
