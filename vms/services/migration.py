@@ -660,23 +660,11 @@ def run_migrate(ctx: JobContext) -> None:
                 abort_wait_seconds=settings.KVMMGR_MIGRATION_ABORT_WAIT,
             )
     except HypervisorError as exc:
-        if isinstance(exc, hv.MigrationStuck):
-            # Asking the source now would block on its domain lock for 30 s per call.
-            ctx.log(
-                f"after the failure: libvirt still holds {vm.name}'s migration job on "
-                f"{source.name}; the reconciler settles both nodes once it lets go"
-            )
+        failure = _failure(ctx, exc, vm, source, dest, watch=dest_watch, proof=proof)
+        if failure is exc:
             raise
-        if not _moved_anyway(vm, source, dest):
-            incoming_died = _incoming_copy_died(exc, dest_watch, vm, dest)
-            _after_failure(ctx, vm, source, dest)
-            if incoming_died:
-                raise DestinationLost(
-                    f"destination lost: {lost} (libvirt: {exc.message}); the VM stays on the source"
-                ) from exc
-            if proof is not None:
-                _recheck_peer_path(ctx, source, dest, exc)
-            raise _explain_link_loss(exc, source, dest) from exc
+        if failure is not None:
+            raise failure from exc
         # libvirt reported an error at the very end, but the VM did move: say so
         # and finish the job as the success it is (disks, inventory, figures).
         ctx.log(
@@ -689,6 +677,40 @@ def run_migrate(ctx: JobContext) -> None:
         raise
     _after_success(ctx, vm, source=source, dest=dest, outcome=outcome, plans=plans, options=options)
     peer_proof.record(job, dest, peer_check.result()[0].hostname)
+
+
+def _failure(
+    ctx: JobContext,
+    exc: HypervisorError,
+    vm: VirtualMachine,
+    source: Node,
+    dest: Node,
+    *,
+    watch: DestinationWatch | None,
+    proof: Job | None,
+) -> HypervisorError | None:
+    """After libvirt's migration failed: settle the nodes, and return the error to
+    report (``exc`` itself when nothing better can be said), or None when the VM
+    moved anyway (libvirt erred at the very end)."""
+    if isinstance(exc, hv.MigrationStuck):
+        # Asking the source now would block on its domain lock for 30 s per call.
+        ctx.log(
+            f"after the failure: libvirt still holds {vm.name}'s migration job on "
+            f"{source.name}; the reconciler settles both nodes once it lets go"
+        )
+        return _explain_link_loss(exc, source, dest)
+    if _moved_anyway(vm, source, dest):
+        return None
+    incoming_died = _incoming_copy_died(exc, watch, vm, dest)
+    _after_failure(ctx, vm, source, dest)
+    if incoming_died:
+        lost = destination_lost_reason(dest.name, vm.name)
+        return DestinationLost(
+            f"destination lost: {lost} (libvirt: {exc.message}); the VM stays on the source"
+        )
+    if proof is not None:
+        _recheck_peer_path(ctx, source, dest, exc)
+    return _explain_link_loss(exc, source, dest)
 
 
 _QEMU_DIED = ("closed the monitor", "qemu unexpectedly")
