@@ -280,6 +280,20 @@ def remove(env: dict[str, Any], name: str) -> None:
 # --- one migration -----------------------------------------------------------------------
 
 
+def _wait_online(nodes: dict[str, Any], timeout_s: float = 90) -> None:
+    """Refresh both nodes until each answers: the manager's ssh to nat2 crosses the
+    same shaped link, and a saturating migration can make one refresh time out."""
+    from vms.services import inventory
+
+    deadline = time.monotonic() + timeout_s
+    for node in nodes.values():
+        while not inventory.refresh_node(node).ok:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node.name} did not answer again within {timeout_s:g} s")
+            time.sleep(2)
+        node.refresh_from_db()
+
+
 def migrate_once(
     env: dict[str, Any], case: Case, arm: Arm, guest: tuple[str, str], *, here: str,
     raw_timeout: int,
@@ -289,8 +303,7 @@ def migrate_once(
 
     there = "vpn1" if here == "nat2" else "nat2"
     nodes, lab_nodes = env["nodes"], env["lab_nodes"]
-    for node in nodes.values():
-        node.refresh_from_db()
+    _wait_online(nodes)
     floor = last_number(lab_nodes[here], name, COUNTER)
     device = env["tunnel"].device
     before = tun_bytes(lab_nodes["vpn1"], device)
