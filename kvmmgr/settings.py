@@ -170,6 +170,9 @@ KVMMGR_RECONCILE_INTERVAL = env_float("KVMMGR_RECONCILE_INTERVAL", 60.0, minimum
 # gives up and leaves the rest to the reconciler (a cut link keeps libvirt's job
 # "cancelling" until the link returns).
 KVMMGR_MIGRATION_ABORT_WAIT = env_float("KVMMGR_MIGRATION_ABORT_WAIT", 10.0, minimum=1.0)
+# Over a slow link (a tunnel, a bandwidth cap <= 125 MiB/s) live migrations use QEMU's
+# auto-converge even when not asked: a busy guest otherwise never converges there.
+KVMMGR_AUTO_CONVERGE_SLOW_LINKS = env_bool("KVMMGR_AUTO_CONVERGE_SLOW_LINKS", True)
 # A live migration between the same nodes over the same peer path that succeeded this
 # recently proves the path: the next one skips its ~1 s ssh check (0 turns this off).
 KVMMGR_PEER_PROOF_SECONDS = env_float("KVMMGR_PEER_PROOF_SECONDS", 600.0, minimum=0.0)

@@ -399,3 +399,20 @@ def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin
     )
     page = admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
     assert "On the wire: 40.0\xa0MB · downtime 70 ms · migration 3.6 s" in page, page
+
+
+@pytest.mark.django_db
+def test_auto_converge_is_used_over_a_slow_link_unless_turned_off(settings) -> None:
+    from tests.factories import actor
+    from vms.services.jobs import JobContext
+    from vms.services.migration import _auto_converge
+
+    source, dest = _online("n1"), _online("n2", "localhost")
+    job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
+    ctx = JobContext(job)
+    assert not _auto_converge(ctx, parse_options({}), dest)  # nothing says the link is slow
+    assert _auto_converge(ctx, parse_options({"auto_converge": "on"}), dest)
+    assert _auto_converge(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
+    assert "auto-converge: on (the bandwidth is capped at 10 MiB/s)" in job.log
+    settings.KVMMGR_AUTO_CONVERGE_SLOW_LINKS = False
+    assert not _auto_converge(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
