@@ -90,19 +90,20 @@ class Actor:
 
     @classmethod
     def for_user(cls, user: Any, *, source: str = "") -> Actor:
-        """The actor of a Django user: its role row; a superuser is an admin."""
+        """The actor of a Django user: its role row decides.
+
+        Only an account without a role row (a superuser made by Django's own
+        ``createsuperuser``) falls back to admin for a superuser, viewer otherwise:
+        a demotion with ``adduser NAME --role viewer`` must take effect.
+        """
         if user is None or not user.is_authenticated or not user.is_active:
             return cls(name="anonymous", role=Role.VIEWER, source=source)
         from kvmmgr.models import UserRole
 
-        role: str = Role.VIEWER
-        if user.is_superuser:
-            role = Role.ADMIN
-        else:
-            try:
-                role = user.kvmmgr_role.role
-            except UserRole.DoesNotExist:
-                pass
+        try:
+            role: str = user.kvmmgr_role.role
+        except UserRole.DoesNotExist:
+            role = Role.ADMIN if user.is_superuser else Role.VIEWER
         return cls(name=user.get_username(), role=role, source=source)
 
     @classmethod

@@ -14,6 +14,8 @@ from django.core.exceptions import ValidationError
 
 # What nginx, htpasswd and Django's username rules all accept, bounded.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+# bcrypt reads at most 72 bytes of a password (the bcrypt module refuses more).
+MAX_PASSWORD_BYTES = 72
 
 
 def validate_username(name: str) -> str:

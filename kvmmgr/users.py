@@ -35,11 +35,19 @@ def add_user(actor: Actor, name: str, role: str, password: str) -> tuple[bool, s
         users = get_user_model().objects
         user = users.filter(username=name).first()
         validate_password(password, user=user)
+        if len(password.encode()) > htpasswd.MAX_PASSWORD_BYTES:
+            raise ValidationError(
+                f"The password is {len(password.encode())} bytes long; nginx's bcrypt "
+                f"hashes use at most {htpasswd.MAX_PASSWORD_BYTES} bytes: choose a shorter one.",
+                code="password_too_long",
+            )
         with transaction.atomic():
             created = user is None
             if user is None:
                 user = users.model(username=name)
             user.is_active = True
+            # The role is the one source of truth: Django's own flags follow it.
+            user.is_superuser = user.is_staff = role == Role.ADMIN
             user.set_password(password)
             user.save()
             UserRole.objects.update_or_create(user=user, defaults={"role": role})

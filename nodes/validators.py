@@ -93,7 +93,10 @@ def parse_node_uri(uri: str, *, resolve: bool = True) -> ParsedURI:
             "qemu+ssh://user@host/system, qemu:///system or test:///default.",
             code="invalid_scheme",
         )
-    if parts.query or parts.fragment:
+    # "?" or "#" with nothing after them parses as no query at all, but libvirt then
+    # gets ".../system??command=…" and drops the manager's ssh wrapper (plain ssh:
+    # no key, no pinned host keys, no timeout): refuse the characters themselves.
+    if parts.query or parts.fragment or "?" in uri or "#" in uri:
         raise ValidationError(
             "URI parameters (?…) are not accepted; the manager sets its own ssh options.",
             code="invalid_uri",

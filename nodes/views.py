@@ -7,9 +7,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from kvmmgr.access import Actor, Permission, require
+from kvmmgr.redirects import back_to
 from nodes.forms import NodeForm
 from nodes.models import Node
 from nodes.services import registry
@@ -82,4 +84,4 @@ def node_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
     registry.request_refresh([node], actor=Actor.from_request(request))
     messages.info(request, f"Refresh of {node.name} queued.")
-    return redirect(request.POST.get("next") or "vms:vm_list")
+    return back_to(request, reverse("vms:vm_list"))

@@ -13,10 +13,10 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from kvmmgr.access import Actor, Permission, require
+from kvmmgr.redirects import safe_next
 from vms.models import Job, VirtualMachine
 from vms.services import lifecycle
 from vms.services.jobs import JobConflict
@@ -28,12 +28,7 @@ def _vm(uuid: object) -> VirtualMachine:
 
 def _back(request: HttpRequest, vm: VirtualMachine) -> str:
     """Where to go after an action: a safe local ``next``, else the VM's page."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return reverse("vms:vm_detail", args=[vm.uuid])
+    return safe_next(request, reverse("vms:vm_detail", args=[vm.uuid]))
 
 
 def _queue(

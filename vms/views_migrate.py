@@ -53,7 +53,8 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
             for key in OPTION_FIELDS
         }
         values.update(data)
-        dest = Node.objects.filter(pk=request.POST.get("destination") or 0).first()
+        chosen = request.POST.get("destination", "")
+        dest = Node.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
         try:
             options = parse_options(data)
             job = request_migration(vm, dest, options, Actor.from_request(request))

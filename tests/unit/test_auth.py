@@ -162,6 +162,24 @@ def test_adduser_writes_htpasswd_and_user_together(
     assert len(htfile.read_text().splitlines()) == 1
 
 
+def test_adduser_demotes_a_superuser_for_real(
+    db: None, htfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 item 4: the role is the one source of truth, superuser or not."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("boss", password="x" * 12)
+    assert "updated user boss with the viewer role" in _adduser(
+        monkeypatch, "boss", "--role", "viewer"
+    )
+    boss = get_user_model().objects.get(username="boss")
+    assert Actor.for_user(boss).role == Role.VIEWER
+    assert not boss.is_superuser and not boss.is_staff
+    _adduser(monkeypatch, "boss", "--role", "admin")
+    boss.refresh_from_db()
+    assert Actor.for_user(boss).role == Role.ADMIN and boss.is_superuser
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

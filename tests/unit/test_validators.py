@@ -65,6 +65,10 @@ def test_valid_uris(uri: str, host: str, port: int | None, user: str | None) -> 
         ("qemu+ssh://root@127.0.0.1:0/system", "1 to 65535"),
         ("qemu+ssh://root@127.0.0.1/session", "/system"),
         ("qemu+ssh://root@127.0.0.1/system?command=/bin/sh", "parameters"),
+        ("qemu+ssh://root@127.0.0.1/system?", "parameters"),
+        ("qemu+ssh://root@127.0.0.1:2222/system?", "parameters"),
+        ("qemu+ssh://root@127.0.0.1/system#", "parameters"),
+        ("qemu:///system?", "parameters"),
         ("qemu+ssh://root:secret@127.0.0.1/system", "password"),
         ("qemu+ssh://Bad.User@127.0.0.1/system", "user"),
         ("qemu://127.0.0.1/system", "qemu+ssh"),
@@ -75,3 +79,17 @@ def test_invalid_uris(uri: str, fragment: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_node_uri(uri)
     assert fragment in " ".join(info.value.messages)
+
+
+@pytest.mark.django_db
+def test_a_stored_uri_with_a_bare_question_mark_never_reaches_libvirt() -> None:
+    """A row written before the check (or by hand) is refused where URIs are built."""
+    from nodes.hypervisor.connection import libvirt_uri_for
+    from nodes.services.trust import peer_uri
+    from tests.factories import make_node
+
+    with pytest.raises(ValidationError):
+        libvirt_uri_for("qemu+ssh://root@127.0.0.1/system?")
+    node = make_node(name="n9", uri="qemu+ssh://root@127.0.0.1/system?")
+    with pytest.raises(ValidationError):
+        peer_uri(node)

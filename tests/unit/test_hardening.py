@@ -1,0 +1,61 @@
+"""Issue 15: what a careless admin or a crafted request could do; each one once failed."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+from django.urls import reverse
+
+from nodes.models import Node
+from tests.factories import make_node, make_vm
+from vms.models import Job
+
+
+@pytest.mark.parametrize(
+    ("next_url", "lands_on"),
+    [
+        ("https://evil.example/phish", "/"),  # off-site: an open redirect before
+        ("//evil.example/x", "/"),
+        ("nodots", "/"),  # a bare word was taken for a view name: 500 before
+        ("javascript:alert(1)", "/"),
+        ("/nodes/", "/nodes/"),
+    ],
+)
+def test_node_refresh_goes_back_only_to_a_local_path(
+    admin_client: Client, next_url: str, lands_on: str
+) -> None:
+    node = make_node(name="n1", uri="test:///default")
+    response = admin_client.post(reverse("nodes:node_refresh", args=[node.pk]), {"next": next_url})
+    assert response.status_code == 302 and response["Location"] == lands_on
+
+
+@pytest.mark.parametrize("destination", ["abc", "-1", "1; DROP TABLE", ""])
+def test_migrate_page_with_a_bad_destination_says_so(
+    admin_client: Client, destination: str
+) -> None:
+    vm = make_vm(make_node(name="n1", uri="test:///default"), name="web")
+    response = admin_client.post(
+        reverse("vms:vm_migrate", args=[vm.uuid]), {"destination": destination}
+    )
+    assert response.status_code == 200  # the form again, with its error; was a 500
+    assert not Job.objects.exists()
+    assert Node.objects.count() == 1
+
+
+def test_adduser_with_a_password_over_72_bytes_is_refused_clearly(
+    db: None, tmp_path: Path, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.KVMMGR_HTPASSWD = tmp_path / "htpasswd"
+    settings.KVMMGR_HTPASSWD_GROUP = ""
+    monkeypatch.setattr("sys.stdin", io.StringIO("é" * 40 + "\n"))  # 80 bytes in UTF-8
+    with pytest.raises(CommandError, match=r"80 bytes long.*at most 72 bytes"):
+        call_command("adduser", "ada", "--role", "viewer", stdout=io.StringIO())
+    assert not settings.KVMMGR_HTPASSWD.exists()
+    from django.contrib.auth import get_user_model
+
+    assert not get_user_model().objects.filter(username="ada").exists()
