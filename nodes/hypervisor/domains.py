@@ -36,8 +36,10 @@ def _describe(dom: libvirt.virDomain, persistent: bool) -> DomainInfo:
     summary = parse_domain_xml(xml_text)
     state = state_from_libvirt(state_code)
     vnc = summary.vnc
-    # An autoport console has a port only while the domain runs.
+    # An autoport console has a port only while the domain runs; a fixed port belongs
+    # to the domain running or not (a new VM must not take it: they could not both run).
     active = state in VMState.active()
+    fixed = vnc is not None and not vnc.autoport
     return DomainInfo(
         name=dom.name(),
         uuid=dom.UUIDString(),
@@ -45,7 +47,7 @@ def _describe(dom: libvirt.virDomain, persistent: bool) -> DomainInfo:
         vcpus=summary.vcpus,
         memory_mib=summary.memory_mib,
         persistent=persistent,
-        vnc_port=vnc.port if vnc is not None and active else None,
+        vnc_port=vnc.port if vnc is not None and (active or fixed) else None,
         vnc_listen=vnc.listen if vnc is not None else "",
         xml_summary=parse_domain_devices(xml_text).as_dict(),
     )

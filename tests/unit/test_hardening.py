@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
@@ -13,7 +15,10 @@ from django.urls import reverse
 
 from nodes.models import Node
 from tests.factories import make_node, make_vm
-from vms.models import Job
+from tests.nodexml import RUNSTATE_SHUTOFF, FakeDomain
+from vms.models import Job, VirtualMachine
+from vms.services import inventory
+from vms.services.create import CreateRequest, validate
 
 
 @pytest.mark.parametrize(
@@ -63,8 +68,6 @@ def test_adduser_with_a_password_over_72_bytes_is_refused_clearly(
 
 def test_no_inline_event_handlers_or_scripts_in_any_template() -> None:
     """The CSP (script-src 'self') blocks them behind nginx: the job filter did nothing."""
-    import re
-
     root = Path(__file__).resolve().parents[2] / "templates"
     handler = re.compile(r"<[^>]*\son[a-z]+\s*=", re.IGNORECASE)
     inline_script = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
@@ -80,3 +83,20 @@ def test_no_inline_event_handlers_or_scripts_in_any_template() -> None:
 def test_job_list_filter_is_wired_by_a_static_script(admin_client: Client) -> None:
     page = admin_client.get(reverse("vms:job_list")).content.decode()
     assert 'name="status" data-autosubmit' in page and "js/autosubmit.js" in page
+
+
+@pytest.mark.django_db
+def test_a_stopped_vms_fixed_vnc_port_stays_reserved(node_xml) -> None:
+    """Issue 15 item 8: a new VM took the port of a stopped one; they could not both run."""
+
+    uri = node_xml([FakeDomain("old", "77777777-7777-7777-7777-777777777777",
+                               RUNSTATE_SHUTOFF, vnc_port=5905)], name="n1")  # fmt: skip
+    node = make_node(name="n1", uri=uri)
+    assert inventory.refresh_node(node).ok
+    node.refresh_from_db()
+    old = VirtualMachine.objects.get(name="old")
+    assert old.vnc_port == 5905 and old.vnc_url == ""  # reserved, but no link while stopped
+    with pytest.raises(ValidationError) as refused:
+        validate(CreateRequest(node=node, name="new", vcpus=1, memory_mib=128, media="pxe",
+                               disk_gib=1, vnc_port=5905))  # fmt: skip
+    assert "in use by old" in str(refused.value)
