@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import libvirt
 
+from nodes.hypervisor.bound import run_bound
 from nodes.hypervisor.connection import connection_for, libvirt_uri_for
 from nodes.hypervisor.errors import HypervisorError
 from nodes.validators import parse_node_uri
@@ -174,15 +175,7 @@ def run_virt_install(
     argv[0] = virt_install_path()
     env = {**os.environ, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        proc = run_bound(argv, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         raise HypervisorError(
             f"{node_uri}: virt-install did not finish within {timeout:g} s and was stopped.",

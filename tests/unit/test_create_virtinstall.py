@@ -98,7 +98,7 @@ def test_failure_carries_virt_installs_error_with_the_password_masked() -> None:
     failed = subprocess.CompletedProcess(
         [], 1, stdout="Starting install...\n", stderr="ERROR    bad password=s3cretPW\n"
     )
-    with mock.patch.object(subprocess, "run", autospec=True, return_value=failed):
+    with mock.patch.object(virtinstall, "run_bound", autospec=True, return_value=failed):
         with pytest.raises(HypervisorError) as info:
             run_virt_install(spec(), "test:///default")
     assert info.value.message == (
@@ -108,11 +108,13 @@ def test_failure_carries_virt_installs_error_with_the_password_masked() -> None:
 
 def test_timeout_is_bounded_and_retryable() -> None:
     with mock.patch.object(
-        subprocess, "run", autospec=True, side_effect=subprocess.TimeoutExpired("virt-install", 5)
+        virtinstall,
+        "run_bound",
+        autospec=True,
+        side_effect=subprocess.TimeoutExpired("virt-install", 5),
     ) as run:
         with pytest.raises(HypervisorError) as info:
             run_virt_install(spec(), "test:///default", timeout=5)
     assert info.value.retryable and "within 5 s" in info.value.message
     assert run.call_args.kwargs["timeout"] == 5
     assert isinstance(run.call_args.args[0], list)
-    assert "shell" not in run.call_args.kwargs
