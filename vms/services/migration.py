@@ -714,11 +714,7 @@ def _failure(
     report (``exc`` itself when nothing better can be said), or None when the VM
     moved anyway (libvirt erred at the very end)."""
     if isinstance(exc, hv.MigrationStuck):
-        # Asking the source now would block on its domain lock for 30 s per call.
-        ctx.log(
-            f"after the failure: libvirt still holds {vm.name}'s migration job on "
-            f"{source.name}; the reconciler settles both nodes once it lets go"
-        )
+        _settle_stuck(ctx, vm, source, dest)
         return _explain_link_loss(exc, source, dest)
     if _moved_anyway(vm, source, dest):
         return None
@@ -732,6 +728,33 @@ def _failure(
     if proof is not None:
         _recheck_peer_path(ctx, source, dest, exc)
     return _explain_link_loss(exc, source, dest)
+
+
+def _settle_stuck(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node) -> None:
+    """After an abort libvirt has not finished rolling back (a cut link).
+
+    The source keeps its job and the domain's state-change lock: calls that need it
+    (the inventory's) block for 30 s, so only lock-free ones are made there. The
+    destination is cleaned now if the manager reaches it and the source still runs
+    the VM in pre-copy (never while it is paused: that may be post-copy, where the
+    destination's copy is the VM); the reconciler settles the rest later.
+    """
+    uuid = str(vm.uuid)
+    ctx.log(
+        f"after the failure: libvirt still holds {vm.name}'s migration job on {source.name}; "
+        "the reconciler settles what is left once it lets go"
+    )
+    try:
+        if prep.domain_state(source.uri, uuid) != VMState.RUNNING:
+            return
+        if prep.destroy_unfinished_incoming(dest.uri, uuid):
+            ctx.log(f"stopped the unfinished incoming copy on {dest.name}")
+        if prep.domain_state(dest.uri, uuid) is None:
+            remove_created_volumes(ctx, dest)
+    except HypervisorError as exc:
+        ctx.log(f"could not clean {dest.name} now ({exc.message}); the reconciler retries")
+        return
+    inventory.refresh_node(dest)
 
 
 _QEMU_DIED = ("closed the monitor", "qemu unexpectedly")
