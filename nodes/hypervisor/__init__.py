@@ -6,7 +6,7 @@ plain dataclasses, our own named states and one exception type back.
 
 from __future__ import annotations
 
-from nodes.hypervisor.connection import close_all, connection_for
+from nodes.hypervisor.connection import answers, close_all, connection_for
 from nodes.hypervisor.domains import DomainInfo, list_domains
 from nodes.hypervisor.errors import HypervisorError
 from nodes.hypervisor.host import (
@@ -26,6 +26,7 @@ __all__ = [
     "HypervisorError",
     "NodeCounters",
     "NodeVersions",
+    "answers",
     "close_all",
     "collect_facts",
     "connection_for",

@@ -105,6 +105,22 @@ def _probe_tcp(parsed: ParsedURI, timeout: float) -> None:
         ) from exc
 
 
+def answers(uri: str, timeout: float = 1.5) -> bool:
+    """Whether a node's ssh port accepts a TCP connection now (local URIs: always).
+
+    For quick decisions where a call on a cached connection to a node whose link
+    was just cut would hang until libvirt's keepalive gives up.
+    """
+    parsed = parse_node_uri(uri, resolve=False)
+    if not parsed.is_remote:
+        return True
+    try:
+        _probe_tcp(parsed, timeout)
+    except HypervisorError:
+        return False
+    return True
+
+
 def _open_bounded(libvirt_uri: str, display_uri: str, timeout: float) -> libvirt.virConnect:
     """Open in a helper thread so a host that accepts TCP but never answers cannot hang us."""
     result: dict[str, object] = {}

@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.features import parse_version
-from nodes.hypervisor import HypervisorError, node_versions
+from nodes.hypervisor import HypervisorError, answers, node_versions
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor import storage as hv_storage
@@ -744,6 +744,9 @@ def _settle_stuck(ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node)
         f"after the failure: libvirt still holds {vm.name}'s migration job on {source.name}; "
         "the reconciler settles what is left once it lets go"
     )
+    if not answers(dest.uri):
+        ctx.log(f"{dest.name} does not answer now; the reconciler cleans it later")
+        return
     try:
         if prep.domain_state(source.uri, uuid) != VMState.RUNNING:
             return
