@@ -49,6 +49,15 @@ def vpn_dir(tmp_path: Path, settings: object) -> Iterator[Path]:
 
 
 @pytest.fixture
+def nat2_guest_bridge(nat_nodes: tuple[LabNode, LabNode]) -> Iterator[str]:
+    """``labbr0`` on nat2 for this test's guests, deleted afterwards (the bridged VPN
+    test later puts its own tunnel subnet on that node and refuses an overlap)."""
+    _, nat2 = nat_nodes
+    yield nat2.add_guest_bridge()
+    nat2.remove_guest_bridge()
+
+
+@pytest.fixture
 def created(nat_nodes: tuple[LabNode, LabNode]) -> Iterator[list[str]]:
     """Names of domains (and their NAME.qcow2) a test creates; removed on both nodes."""
     names: list[str] = []
@@ -96,6 +105,7 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
     manager_ssh: Path,
     lab: Lab,
     nat_nodes: tuple[LabNode, LabNode],
+    nat2_guest_bridge: str,
     created: list[str],
     admin_client: Client,
 ) -> None:
@@ -103,14 +113,13 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
     # The manager's only path: the router's port forward. Nothing else answers.
     assert nat2.uri == f"qemu+ssh://root@{nat.ROUTER_OUTSIDE}:{nat.forwarded_port(12)}/system"
     assert not tcp_open(nat2.address, 22, 2.0)
-    nat2.add_guest_bridge()
     _put_iso(nat2)
     created.extend(["pfiso", "pfimport", "pfpxe", "pfimport-disk"])
     hv_storage.create_volume(nat2.uri, "default", "pfimport-disk", 64 * MIB, "qcow2")
     node = _register_port_forwarded(nat2)
     assert any(v["name"] == ISO for v in node.facts["volumes"]["default"]), node.facts
 
-    base = {"node": node, "vcpus": 1, "memory_mib": 128, "bridge": "labbr0"}
+    base = {"node": node, "vcpus": 1, "memory_mib": 128, "bridge": nat2_guest_bridge}
     for request in (
         CreateRequest(name="pfiso", media="iso", iso=f"default/{ISO}", disk_gib=1, **base),
         CreateRequest(
@@ -140,7 +149,9 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
     lab.wait_guest_up(nat2, "pflife", 90, serial_log=guest.serial_log)
     job = _run(lifecycle.request_reboot(_vm("pflife"), actor("it")))
     assert job.status == JobStatus.SUCCEEDED, job.log
-    lab.wait_guest_up(nat2, "pflife", 90, serial_log=guest.serial_log)
+    # The reboot keeps the serial log: wait for the second boot's marker, or the
+    # power button arrives while the guest boots and has no acpid yet.
+    lab.wait_guest_up(nat2, "pflife", 90, serial_log=guest.serial_log, boots=2)
     job = _run(lifecycle.request_shutdown(_vm("pflife"), actor("it"), timeout=60))
     assert job.status == JobStatus.SUCCEEDED, job.log
     assert _vm("pflife").state == VMState.SHUTOFF

@@ -230,14 +230,23 @@ class Lab:
         node.virsh("start", name, check=True)
 
     def wait_guest_up(
-        self, node: LabNode, name: str, timeout: float = 60.0, serial_log: Path | None = None
+        self,
+        node: LabNode,
+        name: str,
+        timeout: float = 60.0,
+        serial_log: Path | None = None,
+        boots: int = 1,
     ) -> float:
-        """Wait for the boot marker in the guest's serial log; return seconds waited."""
+        """Wait for the boot marker in the guest's serial log; return seconds waited.
+
+        ``boots`` is how many markers the log must hold: a reboot keeps the same qemu
+        process and serial log, so waiting for the second boot needs ``boots=2``.
+        """
         path = serial_log or node.host_path(f"/var/log/libvirt/qemu/{name}-serial.log")
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             try:
-                if GUEST_MARKER in path.read_text(errors="replace"):
+                if path.read_text(errors="replace").count(GUEST_MARKER) >= boots:
                     return time.monotonic() - started
             except FileNotFoundError:
                 pass

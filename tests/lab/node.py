@@ -412,6 +412,14 @@ class LabNode:
         run(["ip", "-n", self.netns, "link", "set", bridge, "up"], timeout=10)
         return bridge
 
+    def remove_guest_bridge(self, bridge: str = "labbr0") -> None:
+        """Delete the bridge :meth:`add_guest_bridge` made (its address goes with it).
+
+        Nodes are shared by a session: a bridge left behind would make the node's own
+        network overlap a later test's tunnel subnet.
+        """
+        run(["ip", "-n", self.netns, "link", "del", bridge], check=False, timeout=10)
+
     def running(self) -> bool:
         """True if this node's libvirtd is alive."""
         return read_pid(self.dir / "libvirtd.pid") is not None
