@@ -62,12 +62,15 @@ esac
 "$ROOT/deploy/bootstrap.sh" run
 started=()
 
-# Redis: reuse one that already answers on the default port.
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --pidfile "$RUN/redis.pid" --logfile "$LOG/redis.log"
-  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
-  started+=("redis (127.0.0.1:6379)")
+# Redis: our own, on a unix socket only this user may open (no TCP port, so no
+# other local user can read the broker or send the worker control messages).
+REDIS_SOCKET="$RUN/redis.sock"
+export CELERY_BROKER_URL="redis+socket://$REDIS_SOCKET"
+if ! alive "$RUN/redis.pid"; then
+  redis-server --daemonize yes --port 0 --unixsocket "$REDIS_SOCKET" --unixsocketperm 700 \
+    --save "" --appendonly no --pidfile "$RUN/redis.pid" --logfile "$LOG/redis.log"
+  for _ in $(seq 50); do redis-cli -s "$REDIS_SOCKET" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  started+=("redis (unix socket $REDIS_SOCKET, mode 0700)")
 fi
 
 # libvirtd for the demo node: systemd where it runs, else the daemons directly.
@@ -107,6 +110,7 @@ if ! alive "$RUN/web.pid"; then
   "$ROOT/.venv/bin/uwsgi" --die-on-term --http "127.0.0.1:$PORT" --module kvmmgr.wsgi:application \
     --chdir "$ROOT" --master --processes 2 --threads 2 --harakiri 30 \
     --static-map "/static=$VAR/static" --env "KVMMGR_DATA_DIR=$VAR" \
+    --env "CELERY_BROKER_URL=$CELERY_BROKER_URL" \
     --pidfile "$RUN/web.pid" --daemonize "$LOG/web.log"
   for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
   if ! alive "$RUN/web.pid" || ! port_busy "$PORT"; then

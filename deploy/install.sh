@@ -22,8 +22,10 @@
 #     --postgres          a local PostgreSQL role and database (default: SQLite); the
 #                         generated password is kept only in the env file
 #     --pg-name NAME      PostgreSQL role and database name (default kvmmgr)
-#     --redis-port N      Redis on 127.0.0.1:N (default 6379; started if none answers
-#                         and systemd is absent)
+#     --redis-port N      Redis on 127.0.0.1:N (default 6379), with a password (generated
+#                         once, kept in the env file): systemd: Debian's redis-server
+#                         gets it through /etc/redis/kvmmgr.conf; otherwise our own
+#                         Redis is started from ETC/redis.conf (0600)
 #     --user NAME         run the services as this existing user (default: create the
 #                         system user "kvmmgr")
 #     --prefix DIR        put all state, configuration, logs and pidfiles under DIR
@@ -263,6 +265,11 @@ fi
 
 # --- 4. the env file: keys missing from it are added; existing values are kept ------
 # (delete a line to have it regenerated). Mode 0640 root:SERVICE_USER.
+# Redis requires a password: any local user could otherwise read the broker and
+# queue or drop jobs.
+REDIS_PASSWORD="$(existing_value KVMMGR_REDIS_PASSWORD)"
+[ -n "$REDIS_PASSWORD" ] || REDIS_PASSWORD="$(random_hex 24)"
+BROKER_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0"
 declare -a WANT=(
   "SECRET_KEY=$(existing_value SECRET_KEY)"
   "DATABASE_URL=$DATABASE_URL"
@@ -273,11 +280,14 @@ declare -a WANT=(
   "STATIC_ROOT=$STATIC_ROOT"
   "KVMMGR_HTPASSWD=$HTPASSWD"
   "KVMMGR_HTPASSWD_GROUP=$NGINX_USER"
-  "CELERY_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0"
+  "KVMMGR_AUTH_FAILURE_LOG=$LOG_DIR/auth-failures.log"
+  "KVMMGR_REDIS_PASSWORD=$REDIS_PASSWORD"
+  "CELERY_BROKER_URL=$BROKER_URL"
 )
 env_content() {
   if [ -f "$ENV_FILE" ]; then
-    cat "$ENV_FILE"
+    # A broker URL without the password (written by earlier versions) is replaced.
+    grep -v '^CELERY_BROKER_URL=redis://127\.0\.0\.1:' "$ENV_FILE" || true
   else
     echo "# kvmmgr's environment (deploy/install.sh). Secrets: keep this file 0640 root:$SERVICE_USER."
   fi
@@ -375,6 +385,18 @@ if [ "$USE_SYSTEMD" -eq 1 ]; then
     CONF_CHANGED=1
   fi
   nginx -t -q
+  # Debian's redis-server: the password and port in a file its config includes last.
+  CHANGED=0
+  printf '# Written by kvmmgr install.sh\nport %s\nrequirepass %s\n' "$REDIS_PORT" "$REDIS_PASSWORD" \
+    | write_if_changed /etc/redis/kvmmgr.conf 0640 root:redis
+  REDIS_CHANGED="$CHANGED"
+  if ! grep -qx 'include /etc/redis/kvmmgr.conf' /etc/redis/redis.conf; then
+    echo 'include /etc/redis/kvmmgr.conf' >> /etc/redis/redis.conf
+    REDIS_CHANGED=1
+  fi
+  if [ "$REDIS_CHANGED" -eq 1 ] && systemctl is-active --quiet redis-server; then
+    systemctl restart redis-server
+  fi
   systemctl enable --now --quiet redis-server nginx "${units[@]}"
   if [ "$ENV_CHANGED" -eq 1 ] || [ "$CONF_CHANGED" -eq 1 ] || [ "$UNITS_CHANGED" -eq 1 ]; then
     say "configuration changed: restarting kvmmgr, reloading nginx"
@@ -386,12 +408,31 @@ else
   say "no systemd here (or --prefix): starting nginx, uwsgi, Redis and Celery directly; pidfiles in $RUN_DIR"
   RESTART=0
   if [ "$ENV_CHANGED" -eq 1 ] || [ "$CONF_CHANGED" -eq 1 ]; then RESTART=1; fi
-  if ! port_busy "$REDIS_PORT"; then
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
-      --pidfile "$RUN_DIR/redis.pid" --logfile "$LOG_DIR/redis.log" --dir "$DATA_DIR" \
-      --save "" --appendonly no
+  # Our own Redis, its password in a config file only root reads (not on the command
+  # line, where ps shows it to every local user).
+  CHANGED=0
+  write_if_changed "$ETC/redis.conf" 0600 root:root <<REDISCONF
+# Written by kvmmgr install.sh
+bind 127.0.0.1
+port $REDIS_PORT
+requirepass $REDIS_PASSWORD
+save ""
+appendonly no
+dir $DATA_DIR
+pidfile $RUN_DIR/redis.pid
+logfile $LOG_DIR/redis.log
+REDISCONF
+  if [ "$CHANGED" -eq 1 ] && pid_alive "$RUN_DIR/redis.pid"; then
+    pid="$(cat "$RUN_DIR/redis.pid")"
+    kill -TERM "$pid"
+    wait_until "redis to stop" bash -c '! kill -0 "$1" 2>/dev/null' _ "$pid"
+    RESTART=1
+  fi
+  if ! pid_alive "$RUN_DIR/redis.pid"; then
+    port_busy "$REDIS_PORT" && die "127.0.0.1:$REDIS_PORT is taken by another program; choose --redis-port"
+    as_root redis-server "$ETC/redis.conf" --daemonize yes
     wait_until "redis" port_busy "$REDIS_PORT"
-    say "started redis on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN_DIR/redis.pid"))"
+    say "started redis on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN_DIR/redis.pid"), password required)"
   fi
 
   if pid_alive "$RUN_DIR/uwsgi.pid"; then

@@ -43,3 +43,8 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         sender.signature("stats.tasks.roll_up_and_prune"),
         name="roll up and prune stats",
     )
+    sender.add_periodic_task(
+        settings.KVMMGR_AUTH_FAILURE_INTERVAL,
+        sender.signature("kvmmgr.tasks.import_auth_failures"),
+        name="import nginx's refused logins into the audit log",
+    )

@@ -123,6 +123,15 @@ KVMMGR_HTPASSWD = Path(env_str("KVMMGR_HTPASSWD", str(DATA_DIR / "htpasswd")))
 # Group that may read it (nginx's workers); the file is 0640 root:GROUP.
 KVMMGR_HTPASSWD_GROUP = env_str("KVMMGR_HTPASSWD_GROUP", "www-data")
 
+# Failed logins: an address with this many failures within the window has its next
+# login-form passwords refused unchecked until the window has passed since the oldest.
+KVMMGR_LOGIN_MAX_FAILURES = env_int("KVMMGR_LOGIN_MAX_FAILURES", 5, minimum=1)
+KVMMGR_LOGIN_LOCKOUT_SECONDS = env_int("KVMMGR_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# nginx's log of refused basic-auth attempts (install.sh sets it); imported into the
+# audit log (action auth.failed) every KVMMGR_AUTH_FAILURE_INTERVAL seconds.
+KVMMGR_AUTH_FAILURE_LOG = env_str("KVMMGR_AUTH_FAILURE_LOG", "")
+KVMMGR_AUTH_FAILURE_INTERVAL = env_float("KVMMGR_AUTH_FAILURE_INTERVAL", 30.0, minimum=1.0)
+
 # Served over TLS (nginx terminates it and passes HTTPS=on as a uwsgi param).
 KVMMGR_HTTPS = env_bool("KVMMGR_HTTPS", False)
 if KVMMGR_HTTPS:
@@ -137,7 +146,19 @@ if KVMMGR_HTTPS:
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # --- Celery -----------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+# Default: the unix socket deploy/dev.sh starts Redis on (mode 0700: only this
+# user), when it exists; otherwise a local Redis on TCP. Production sets the URL
+# (with the Redis password) in the env file, which is not world-readable.
+_DEV_REDIS_SOCKET = DATA_DIR / "run" / "redis.sock"
+CELERY_BROKER_URL = env_str(
+    "CELERY_BROKER_URL",
+    f"redis+socket://{_DEV_REDIS_SOCKET}"
+    if _DEV_REDIS_SOCKET.is_socket()
+    else "redis://127.0.0.1:6379/0",
+)
+# kvmmgr never sends Celery control messages (abort is a database flag the job
+# watches); with remote control off, a broker message cannot shut a worker down.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

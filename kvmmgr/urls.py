@@ -6,9 +6,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from kvmmgr import views
+from kvmmgr.login import GuardedLoginView
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", GuardedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_list, name="audit_list"),
     path("nodes/", include("nodes.urls")),

@@ -265,6 +265,8 @@ def run_site(
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CELERY_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
             "KVMMGR_INVENTORY_INTERVAL": "5",
+            "KVMMGR_AUTH_FAILURE_LOG": str(root / "log" / "auth-failures.log"),
+            "KVMMGR_AUTH_FAILURE_INTERVAL": "1",
             **(extra_env or {}),
         }
     )

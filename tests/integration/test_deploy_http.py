@@ -7,8 +7,10 @@ started from the deploy/ templates, users created with ``manage.py adduser``.
 from __future__ import annotations
 
 import base64
+import json
+import time
 
-from tests.deploysite import NODE_NAME, USERS, Site
+from tests.deploysite import NODE_NAME, USERS, Site, wait_for
 
 OFF_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0001"
 ON_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0002"
@@ -141,3 +143,31 @@ def test_basic_auth_header_is_what_nginx_checks(deployed_site: Site) -> None:
         line.split(":")[0]
         for line in (deployed_site.root / "data" / "htpasswd").read_text().splitlines()
     }
+
+
+def test_password_guessing_is_slowed_and_lands_in_the_audit_log(deployed_site: Site) -> None:
+    """nginx answers 429 past the per-address burst, and each refused basic-auth try
+    that named a user reaches the audit log (imported by the beat task)."""
+    guesser = deployed_site.browser("mallory", "guess")
+    statuses = [guesser.get("/").status for _ in range(80)]
+    assert statuses[0] == 401
+    assert 429 in statuses, statuses
+    refused = statuses.count(401)
+    assert refused < 80
+
+    def imported() -> bool:
+        return len(deployed_site.audit(action="auth.failed", user="mallory")) >= refused
+
+    wait_for(imported, 30, "the refused logins in the audit log")
+    entries = deployed_site.audit(action="auth.failed", user="mallory")
+    assert {(e["source"], e["target"], e["result"]) for e in entries} == {
+        ("127.0.0.1", "nginx basic auth", "denied")
+    }
+    assert not any("guess" in json.dumps(e) for e in entries)
+    # A browser's first request without credentials is not an attempt.
+    before = len(deployed_site.audit(action="auth.failed"))
+    time.sleep(5)  # the burst refills (10 requests a second)
+    assert deployed_site.browser().get("/").status == 401
+    assert deployed_site.browser("vic").get("/").status == 200
+    time.sleep(2)
+    assert len(deployed_site.audit(action="auth.failed")) == before

@@ -165,6 +165,25 @@ def test_install_twice_serves_and_changes_nothing(prefix: Path) -> None:
     assert len(env_lines["SECRET_KEY"]) == 64
     assert env_lines["KVMMGR_AUTH"] == "remote_user"
     assert env_lines["DATABASE_URL"].startswith("sqlite:///")
+    # Redis requires the generated password; it is in no command line, and the worker
+    # connected with it.
+    password = env_lines["KVMMGR_REDIS_PASSWORD"]
+    assert len(password) == 48
+    assert env_lines["CELERY_BROKER_URL"] == f"redis://:{password}@127.0.0.1:{ports['redis']}/0"
+    assert (etc / "redis.conf").stat().st_mode & 0o777 == 0o600
+    anonymous = subprocess.run(
+        ["redis-cli", "-p", str(ports["redis"]), "ping"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+    redis_pid = _pid(run_dir, "redis")
+    assert redis_pid is not None
+    assert password not in Path(f"/proc/{redis_pid}/cmdline").read_text()
+    worker_log = prefix / "var" / "log" / "kvmmgr" / "celery-worker.log"
+    wait_for(lambda: "Connected to redis://" in worker_log.read_text(), 30, "worker on Redis")
     # The password came from stdin, so none was generated or saved.
     assert not (etc / "admin-password").exists()
 
