@@ -121,6 +121,10 @@ def register(lab_node: Any) -> Any:
     if not result.ok:
         raise RuntimeError(f"refresh of {lab_node.name} failed: {result}")
     row.refresh_from_db()
+    if hasattr(registry, "confirm_trust"):  # revisions with confirmed host keys
+        from tests.lab.trust import confirm_host_key
+
+        row = confirm_host_key(row, lab_node)
     return row
 
 

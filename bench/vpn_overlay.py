@@ -162,6 +162,11 @@ def run(rounds: int, mib: int) -> dict[str, Any]:
 
         server = Node.objects.create(name=vpn1.name, uri=vpn1.uri, virt_type="qemu")
         client = Node.objects.create(name=nat2.name, uri=nat2.uri, virt_type="qemu")
+        if hasattr(Node, "trusted_host_key"):  # revisions with confirmed host keys
+            from tests.lab.trust import confirm_host_key
+
+            server = confirm_host_key(server, vpn1)
+            client = confirm_host_key(client, nat2)
         tunnel = services.create_tunnel(name="t1", subnet=nat.TUNNEL_NET, server=server)
         services.add_client(tunnel, client)
         services.up(client)

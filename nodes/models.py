@@ -59,6 +59,13 @@ class Node(models.Model):
         default=VirtType.AUTO,
         help_text="Pin to QEMU/TCG where /dev/kvm is missing or unusable (e.g. nested hosts).",
     )
+    trusted_host_key = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="SHA256 fingerprint of the node's ssh host key that an admin confirmed "
+        "(manage.py trustnode). Migration trust (peers' keys in this node's "
+        "authorized_keys) is installed only while it matches the manager's pinned key.",
+    )
     facts = models.JSONField(
         default=dict,
         blank=True,

@@ -9,6 +9,8 @@ the same file the libvirt ssh wrapper uses.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shlex
 import stat
 from collections.abc import Iterator, Sequence
@@ -188,3 +190,33 @@ def open_remote(name: str, uri: str) -> Iterator[RemoteNode]:
         yield RemoteNode(client, name)
     finally:
         client.close()
+
+
+# The key a fingerprint is shown for when a host has several pinned.
+_KEY_PREFERENCE = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's notation: ``SHA256:`` and unpadded base64 of the key blob's digest."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def pinned_fingerprint(uri: str) -> str:
+    """The fingerprint of the host key the manager pinned for a qemu+ssh ``uri``, or ""
+    when it has not reached that host yet. Reads the known_hosts file only (paramiko
+    and OpenSSH write the same one; hashed names are looked up too)."""
+    parsed = parse_node_uri(uri, resolve=False)
+    path = Path(settings.KVMMGR_SSH_KNOWN_HOSTS)
+    if not parsed.is_remote or not path.exists():
+        return ""
+    port = parsed.port or 22
+    name = parsed.host if port == 22 else f"[{parsed.host}]:{port}"
+    found = paramiko.HostKeys(str(path)).lookup(name)
+    if not found:
+        return ""
+    order = sorted(
+        found.keys(),
+        key=lambda t: _KEY_PREFERENCE.index(t) if t in _KEY_PREFERENCE else len(_KEY_PREFERENCE),
+    )
+    return fingerprint(found[order[0]])

@@ -39,28 +39,28 @@ def refresh_node(node_id: int) -> None:
         inventory.refresh_node(node)
 
 
-@shared_task(name="nodes.tasks.establish_trust", ignore_result=True, soft_time_limit=120)
-def establish_trust(node_id: int) -> list[str]:
-    """Let this node and every other enabled qemu+ssh node migrate to each other.
+@shared_task(name="nodes.tasks.forget_migration_key", ignore_result=True, soft_time_limit=120)
+def forget_migration_key(name: str, known_name: str) -> list[str]:
+    """Remove a removed, untrusted or re-keyed node's migration key from every other
+    reachable qemu+ssh node (and its host-key line from theirs).
 
-    A node that cannot be reached now is skipped; migration pre-checks install
-    trust again if it is missing when a migration needs it.
+    A peer that cannot be reached now keeps the key; the log says which, so an admin
+    can remove the line (marked ``kvmmgr-migration@NAME``) by hand.
     """
     from nodes.hypervisor import HypervisorError
     from nodes.services import trust
 
-    node = Node.objects.filter(pk=node_id, enabled=True).first()
-    if node is None:
-        return []
-    peers = [
-        peer
-        for peer in Node.objects.filter(enabled=True, uri__startswith="qemu+ssh://")
-        if peer.pk != node.pk and peer.is_online
-    ]
-    if not peers:
-        return []
-    try:
-        return trust.establish([node, *peers])
-    except HypervisorError as exc:
-        logger.warning("trust for %s not installed: %s", node.name, exc.message)
-        return []
+    report = []
+    for peer in Node.objects.filter(uri__startswith="qemu+ssh://").exclude(name=name):
+        try:
+            report += trust.forget(name, known_name, [peer])
+        except HypervisorError as exc:
+            logger.warning(
+                "migration key of %s not removed from %s: %s; remove the line ending "
+                "kvmmgr-migration@%s from root's authorized_keys there",
+                name,
+                peer.name,
+                exc.message,
+                name,
+            )
+    return report

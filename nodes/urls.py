@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:pk>/edit/", views.node_edit, name="node_edit"),
     path("<int:pk>/delete/", views.node_delete, name="node_delete"),
     path("<int:pk>/refresh/", views.node_refresh, name="node_refresh"),
+    path("<int:pk>/trust/", views.node_trust, name="node_trust"),
 ]

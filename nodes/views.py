@@ -14,7 +14,7 @@ from kvmmgr.access import Actor, Permission, require
 from kvmmgr.redirects import back_to
 from nodes.forms import NodeForm
 from nodes.models import Node
-from nodes.services import registry
+from nodes.services import hostkeys, registry
 
 
 def node_list(request: HttpRequest) -> HttpResponse:
@@ -60,7 +60,35 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = NodeForm(request.POST or None, instance=Node.objects.get(pk=pk))
     if request.method == "POST" and form.is_valid() and _save(request, form, node):
         return redirect("nodes:node_list")
-    return render(request, "nodes/node_form.html", {"form": form, "node": node})
+    context = {
+        "form": form,
+        "node": node,
+        "host_key": hostkeys.pinned_fingerprint(node)
+        if node.uri.startswith("qemu+ssh://")
+        else None,
+        "trust_confirmed": hostkeys.trust_confirmed(node),
+    }
+    return render(request, "nodes/node_form.html", context)
+
+
+@require_POST
+def node_trust(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm (or withdraw) the node's pinned host key: the gate for migration trust."""
+    node = get_object_or_404(Node, pk=pk)
+    actor = Actor.from_request(request)
+    try:
+        if request.POST.get("revoke"):
+            registry.revoke_trust(node, actor)
+            messages.success(
+                request, f"Trust in {node.name} withdrawn; its key is being removed from its peers."
+            )
+        else:
+            registry.confirm_trust(node, actor, request.POST.get("fingerprint", ""))
+            messages.success(request, f"{node.name}'s host key {node.trusted_host_key} confirmed.")
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    return redirect("nodes:node_edit", pk=node.pk)
 
 
 @require_http_methods(["GET", "POST"])

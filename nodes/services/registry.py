@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.models import Node, VirtType
+from nodes.services import hostkeys
 from vms.models import VirtualMachine
 
 
@@ -16,14 +18,15 @@ def _enqueue_refresh(node_id: int) -> None:
     transaction.on_commit(lambda: refresh_node.delay(node_id))
 
 
-def _enqueue_trust(node: Node) -> None:
-    """Install node-to-node migration trust for a qemu+ssh node, after commit."""
+def _enqueue_forget(node: Node) -> None:
+    """Remove ``node``'s migration key and host key from its peers, after commit."""
     if not node.uri.startswith("qemu+ssh://"):
         return
-    from nodes.tasks import establish_trust
+    from nodes.services.trust import known_hosts_name
+    from nodes.tasks import forget_migration_key
 
-    node_id = node.pk
-    transaction.on_commit(lambda: establish_trust.delay(node_id))
+    args = (node.name, known_hosts_name(node))
+    transaction.on_commit(lambda: forget_migration_key.delay(*args))
 
 
 def add_node(
@@ -62,7 +65,6 @@ def add_node(
             node.save()
             if enabled:
                 _enqueue_refresh(node.pk)
-                _enqueue_trust(node)
         return node
 
 
@@ -85,27 +87,71 @@ def _update_node(node: Node, changes: dict[str, object]) -> Node:
     node.full_clean()
     with transaction.atomic():
         if uri_changed:
-            # Observations of the old URI say nothing about the new one.
+            # Observations of the old URI say nothing about the new one, and the
+            # host key an admin confirmed was another host's.
             node.last_seen = None
             node.last_error = ""
+            node.trusted_host_key = ""
+            _enqueue_forget(Node.objects.get(pk=node.pk))  # the old URI's peer path
         node.save()
         if node.enabled:
             _enqueue_refresh(node.pk)
-            _enqueue_trust(node)
     return node
 
 
 def remove_node(node: Node, actor: Actor) -> int:
-    """Forget a node and its inventory. Nothing on the host itself is touched.
+    """Forget a node and its inventory. Nothing on the host itself is touched; its
+    migration key is removed from its peers' authorized_keys (a task).
 
     Returns how many inventory rows went with it.
     """
     with audit.action(actor, Permission.NODE_MANAGE, "node.remove", target=node.name) as done:
         with transaction.atomic():
             removed, _ = VirtualMachine.objects.filter(node=node).delete()
+            _enqueue_forget(node)
             node.delete()
         done.detail = f"removed with {removed} inventory rows"
         return removed
+
+
+def confirm_trust(node: Node, actor: Actor, fingerprint: str) -> Node:
+    """Record that an admin checked ``node``'s host key; migration trust may follow.
+
+    ``fingerprint`` must be the key the manager pinned at first contact, so what
+    the admin compared out of band is what every later connection insists on.
+    Trust itself is installed only between the two nodes of a migration, when it
+    needs it (nodes.services.trust.ensure).
+    """
+    fingerprint = fingerprint.strip()
+    with audit.action(
+        actor, Permission.NODE_MANAGE, "node.trust", target=node.name, params={"key": fingerprint}
+    ):
+        pinned = hostkeys.pinned_fingerprint(node)
+        if not pinned:
+            raise ValidationError(
+                f"The manager has not reached {node.name} over ssh yet, so no host key is "
+                f"pinned to confirm: check it is online (manage.py checknode {node.name})."
+            )
+        if fingerprint != pinned:
+            raise ValidationError(
+                f"{fingerprint or 'An empty fingerprint'} is not {node.name}'s pinned host key "
+                f"({pinned}). Compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` "
+                f"on the node itself; if they differ, the manager did not reach that host."
+            )
+        node.trusted_host_key = fingerprint
+        node.save(update_fields=["trusted_host_key"])
+        return node
+
+
+def revoke_trust(node: Node, actor: Actor) -> Node:
+    """No more migrations to or from ``node`` until trust is confirmed again; its key
+    is removed from its peers."""
+    with audit.action(actor, Permission.NODE_MANAGE, "node.untrust", target=node.name):
+        with transaction.atomic():
+            _enqueue_forget(node)
+            node.trusted_host_key = ""
+            node.save(update_fields=["trusted_host_key"])
+        return node
 
 
 def request_refresh(nodes: list[Node] | None = None, *, actor: Actor) -> int:

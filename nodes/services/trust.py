@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from nodes.hypervisor.errors import HypervisorError
 from nodes.models import Node
 from nodes.remote import RemoteNode, open_remote
+from nodes.services import hostkeys
 from nodes.validators import validate_host
 
 NODE_DIR = "/etc/libvirt/kvmmgr"
@@ -94,7 +95,7 @@ def _identity(remote: RemoteNode, node: Node) -> NodeIdentity:
                 "-N",
                 "",
                 "-C",
-                f"{MARKER}@{node.name}",
+                key_comment(node.name),
                 "-f",
                 KEY,
             ]
@@ -106,20 +107,55 @@ def _identity(remote: RemoteNode, node: Node) -> NodeIdentity:
     return NodeIdentity(node, pubkey, f"{host_key.get_name()} {host_key.get_base64()}")
 
 
-def _authorize(remote: RemoteNode, peers: list[NodeIdentity]) -> None:
+def _authorized_keys_path(remote: RemoteNode) -> str:
     home = remote.run(["sh", "-c", 'printf %s "$HOME"']).stdout.strip() or "/root"
     ssh_dir = f"{home}/.ssh"
     remote.ensure_dir(ssh_dir, 0o700)
-    path = f"{ssh_dir}/authorized_keys"
-    lines = (remote.read_file(path) or "").splitlines()
-    present = set(lines)
-    missing = [peer.migration_pubkey for peer in peers if peer.migration_pubkey not in present]
-    if missing:
-        remote.write_file(path, "\n".join([*lines, *missing]) + "\n", 0o600)
+    return f"{ssh_dir}/authorized_keys"
+
+
+def key_comment(name: str) -> str:
+    """The comment a node's migration key carries (set when the key is made)."""
+    return f"{MARKER}@{name}"
+
+
+def _is_key_of(line: str, comments: set[str], blobs: set[str]) -> bool:
+    fields = line.split()
+    return len(fields) >= 2 and (fields[1] in blobs or " ".join(fields[2:]) in comments)
+
+
+def _authorize(remote: RemoteNode, peers: list[NodeIdentity], forget: set[str]) -> None:
+    """Authorize the peers' current migration keys; drop any other key of theirs (a key
+    they replaced) and the keys of the nodes named in ``forget``."""
+    path = _authorized_keys_path(remote)
+    old = (remote.read_file(path) or "").splitlines()
+    comments = {key_comment(name) for name in forget}
+    comments |= {key_comment(peer.node.name) for peer in peers}
+    blobs = {peer.migration_pubkey.split()[1] for peer in peers if peer.migration_pubkey}
+    lines = [line for line in old if not _is_key_of(line, comments, blobs)]
+    lines += [peer.migration_pubkey for peer in peers if peer.migration_pubkey]
+    if lines != old:
+        remote.write_file(path, "\n".join(lines) + "\n", 0o600)
+
+
+def _drop_known_hosts(current: str, names: set[str]) -> str:
+    """``current`` without the lines for ``names``."""
+    kept = [line for line in current.splitlines() if line.split(" ", 1)[0] not in names]
+    return "".join(f"{line}\n" for line in kept)
+
+
+def _merge_known_hosts(current: str, entries: dict[str, str]) -> str:
+    """``current`` with the lines for ``entries``' names replaced by the given ones."""
+    kept = _drop_known_hosts(current, set(entries))
+    return kept + "".join(f"{name} {key}\n" for name, key in entries.items())
 
 
 def establish(nodes: list[Node]) -> list[str]:
-    """Install migration trust among ``nodes`` (all remote); returns what it did."""
+    """Install migration trust among ``nodes`` (all remote); returns what it did.
+
+    A peer's key that changed since it was last authorized is replaced, not added
+    beside the old one (keys are known by their ``kvmmgr-migration@NAME`` comment).
+    """
     if len(nodes) < 2:
         return []
     identities: dict[int, NodeIdentity] = {}
@@ -129,14 +165,47 @@ def establish(nodes: list[Node]) -> list[str]:
     report = []
     for node in nodes:
         peers = [identities[other.pk] for other in nodes if other.pk != node.pk]
-        known = "".join(f"{known_hosts_name(peer.node)} {peer.host_key_line}\n" for peer in peers)
+        entries = {known_hosts_name(peer.node): peer.host_key_line for peer in peers}
         with open_remote(node.name, node.uri) as remote:
             remote.write_file(SSH_CONFIG, SSH_CONFIG_TEXT, 0o600)
             remote.write_file(WRAPPER, WRAPPER_TEXT, 0o700)
+            known = _merge_known_hosts(remote.read_file(KNOWN_HOSTS) or "", entries)
             remote.write_file(KNOWN_HOSTS, known, 0o600)
-            _authorize(remote, peers)
+            _authorize(remote, peers, set())
         report.append(f"{node.name}: trusts {', '.join(p.node.name for p in peers)}")
     return report
+
+
+def forget(name: str, known_name: str, peers: list[Node]) -> list[str]:
+    """Remove node ``name``'s migration key and its host-key line from each of ``peers``."""
+    report = []
+    for peer in peers:
+        with open_remote(peer.name, peer.uri) as remote:
+            _authorize(remote, [], {name})
+            current = remote.read_file(KNOWN_HOSTS)
+            if current is not None:
+                kept = _drop_known_hosts(current, {known_name})
+                if kept != current:
+                    remote.write_file(KNOWN_HOSTS, kept, 0o600)
+        report.append(f"{peer.name}: key removed")
+    return report
+
+
+def unconfirmed(*nodes: Node) -> list[Node]:
+    """The nodes whose host key no admin has confirmed (or whose pinned key changed)."""
+    return [node for node in nodes if not hostkeys.trust_confirmed(node)]
+
+
+def unconfirmed_failure(nodes: list[Node]) -> str:
+    names = " and ".join(node.name for node in nodes)
+    commands = "; ".join(f"manage.py trustnode {node.name}" for node in nodes)
+    return (
+        f"Peer-to-peer migration needs ssh trust between the two nodes, and it is installed "
+        f"only for nodes whose host key an admin confirmed; {names} "
+        f"{'is' if len(nodes) == 1 else 'are'} not confirmed. Compare the fingerprint with "
+        f"the node's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there) and "
+        f"confirm it on the node's page or with: {commands}"
+    )
 
 
 @dataclass(frozen=True)
@@ -198,6 +267,9 @@ def ensure(source: Node, dest: Node, port: int | None = None) -> tuple[Preflight
     first = preflight(source, dest, port)
     if first.ok:
         return first, []
+    missing = unconfirmed(source, dest)
+    if missing:
+        raise HypervisorError(unconfirmed_failure(missing))
     report = establish([source, dest])
     second = preflight(source, dest, port)
     if not second.ok:

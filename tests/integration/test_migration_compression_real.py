@@ -21,6 +21,7 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, serial_numbers
 from tests.lab.node import LabNode
+from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus
 from vms.models import VirtualMachine
 from vms.services import inventory, jobs
@@ -32,6 +33,7 @@ def _register(node: LabNode) -> Node:
         actor=actor(), name=node.name, uri=node.uri, virt_type="qemu"
     )
     assert inventory.refresh_node(row).ok
+    confirm_host_key(row, node)
     row.refresh_from_db()
     return row
 

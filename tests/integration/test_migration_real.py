@@ -24,6 +24,7 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
+from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, reconcile
@@ -64,6 +65,7 @@ def _register(node: LabNode) -> Node:
         actor=actor(), name=node.name, uri=node.uri, virt_type="qemu"
     )
     assert inventory.refresh_node(row).ok
+    confirm_host_key(row, node)
     return row
 
 

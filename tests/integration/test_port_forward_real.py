@@ -25,6 +25,7 @@ from tests.lab import nat
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
+from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
@@ -92,7 +93,8 @@ def _register_port_forwarded(nat2: LabNode) -> Node:
     result = inventory.refresh_node(node)
     assert result.ok, result.error
     node.refresh_from_db()
-    return node
+    # The key pinned through the port forward is nat2's own, not the router's.
+    return confirm_host_key(node, nat2)
 
 
 def _graphics(lab_node: LabNode, name: str) -> ET.Element | None:
@@ -197,6 +199,7 @@ def test_vm_with_an_iso_attached_migrates_through_the_tunnel_with_either_remedy(
     vpn1, nat2 = nat_nodes
     _put_iso(nat2)
     server = registry.add_node(actor=actor(), name=vpn1.name, uri=vpn1.uri, virt_type="qemu")
+    confirm_host_key(server, vpn1)
     client = _register_port_forwarded(nat2)
     tunnel = services.create_tunnel(name="t1", subnet=nat.TUNNEL_NET, server=server)
     services.add_client(tunnel, client)
@@ -263,6 +266,7 @@ def test_vm_with_two_disks_in_two_pools_migrates_there_and_back(
     for lab_node in nat_nodes:
         _ensure_pool(lab_node, "kvmdata", data_dir)
     server = registry.add_node(actor=actor(), name=vpn1.name, uri=vpn1.uri, virt_type="qemu")
+    confirm_host_key(server, vpn1)
     client = _register_port_forwarded(nat2)
     tunnel = services.create_tunnel(name="t1", subnet=nat.TUNNEL_NET, server=server)
     services.add_client(tunnel, client)

@@ -34,6 +34,7 @@ from tests.lab.liveness import (
     wait_serial_progress,
 )
 from tests.lab.node import LabNode, tcp_open
+from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs
@@ -58,7 +59,8 @@ def vpn_dir(tmp_path: Path, settings: object) -> Iterator[Path]:
 
 
 def _node(lab_node: LabNode, **fields: object) -> Node:
-    return Node.objects.create(name=lab_node.name, uri=lab_node.uri, virt_type="qemu", **fields)
+    row = Node.objects.create(name=lab_node.name, uri=lab_node.uri, virt_type="qemu", **fields)
+    return confirm_host_key(row, lab_node)
 
 
 def _can_connect(source: LabNode, address: str, port: int = 22) -> bool:

@@ -57,3 +57,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"added node {node.name} ({node.uri})"))
         self.stdout.write(f"peers reach it for migration at {node.peer_path}")
         self.stdout.write(f"check it with: manage.py checknode {node.name}")
+        if node.uri.startswith("qemu+ssh://"):
+            self.stdout.write(
+                f"before it can migrate: compare and confirm its host key with "
+                f"manage.py trustnode {node.name}"
+            )
