@@ -16,7 +16,7 @@ import libvirt
 from nodes.hypervisor.connection import connection_for, translate_error
 from nodes.hypervisor.errors import HypervisorError
 from nodes.hypervisor.states import state_from_libvirt
-from nodes.hypervisor.xml import DomainDevices, parse_domain_devices
+from nodes.hypervisor.xml import DomainDevices, parse_domain_devices, vnc_graphics_with_password
 from vms.choices import VMState
 
 # A running migration or other domain job is aborted before a destroy: destroying
@@ -193,3 +193,23 @@ def undefine_domain(uri: str, uuid: str, name: str) -> list[str]:
             options.append("--nvram")
         dom.undefineFlags(flags)
         return options
+
+
+def set_vnc_password(uri: str, uuid: str, name: str, password: str) -> None:
+    """Give the domain's VNC display ``password``, running and persistent.
+
+    libvirt hands it to QEMU over the monitor: it is on no command line. Each
+    definition is updated from its own XML (the running one has the allocated port).
+    """
+    with _domain(uri, uuid, name, "set the VNC password of") as dom:
+        targets = [(libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)]
+        if dom.isActive():
+            targets.append((0, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        for xml_flags, affect in targets:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | xml_flags)
+            graphics = vnc_graphics_with_password(xml, password)
+            if graphics is None:
+                raise _DomainError(
+                    f"could not set the VNC password of VM {name}: it has no VNC display", uri=uri
+                )
+            dom.updateDeviceFlags(graphics, affect)

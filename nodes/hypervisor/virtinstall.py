@@ -3,8 +3,16 @@
 virt-install runs on the manager with ``--connect`` to the node (through our ssh
 wrapper, so it gets the same timeouts and pinned host keys as libvirt itself),
 always as an argument list and with a bounded run time. Everything that reaches
-its command line was validated by the create service first; the VNC password is
-masked in every string that leaves this module (logged command, errors).
+its command line was validated by the create service first.
+
+The VNC password never appears on a command line (``ps`` shows those to every
+local user): virt-install gets a random one-time password that has already
+expired (``passwordValidTo`` in the past, so QEMU starts with password
+authentication and nobody can log in), and the job then sets the real one
+through the libvirt API (:func:`nodes.hypervisor.lifecycle.set_vnc_password`).
+libvirt's test driver has no VNC server and cannot change graphics, so its
+domains get the password at define time. Passwords are masked in every string
+that leaves this module (logged command, errors).
 """
 
 from __future__ import annotations
@@ -60,6 +68,13 @@ class CreateSpec:
     vnc_listen: str = "127.0.0.1"
     vnc_port: int | None = None
     vnc_password: str = ""
+    #: What virt-install's command line carries instead (expired at start).
+    vnc_start_password: str = ""
+
+    @property
+    def sets_password_later(self) -> bool:
+        """True where the real password is set through libvirt after the create."""
+        return bool(self.vnc_password) and self.virt_type != "test"
 
     @property
     def new_volume_name(self) -> str:
@@ -148,20 +163,29 @@ def build_argv(spec: CreateSpec, connect_uri: str) -> list[str]:
     graphics = f"vnc,listen={spec.vnc_listen}"
     if spec.vnc_port is not None:
         graphics += f",port={spec.vnc_port}"
-    if spec.vnc_password:
+    if spec.sets_password_later:
+        graphics += f",password={spec.vnc_start_password},passwordValidTo={EXPIRED}"
+    elif spec.vnc_password:
         graphics += f",password={spec.vnc_password}"
     # --noautoconsole: return once the domain is defined and started, never wait on a console.
     argv += ["--graphics", graphics, "--noautoconsole"]
     return argv
 
 
-def mask(text: str, secret: str) -> str:
-    return text.replace(secret, MASK) if secret else text
+#: passwordValidTo for the start password: long past, so it never opens the display.
+EXPIRED = "2000-01-01T00:00:00"
 
 
-def masked_argv(argv: Sequence[str], secret: str) -> list[str]:
-    """The argument list with the VNC password replaced, for logs and the job's command."""
-    return [mask(arg, secret) for arg in argv]
+def mask(text: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def masked_argv(argv: Sequence[str], *secrets: str) -> list[str]:
+    """The argument list with the VNC passwords replaced, for logs and the job's command."""
+    return [mask(arg, *secrets) for arg in argv]
 
 
 def run_virt_install(
@@ -184,7 +208,7 @@ def run_virt_install(
         ) from exc
     except OSError as exc:
         raise HypervisorError(f"cannot run virt-install: {exc}") from exc
-    output = mask((proc.stdout + proc.stderr).strip(), spec.vnc_password)
+    output = mask((proc.stdout + proc.stderr).strip(), spec.vnc_password, spec.vnc_start_password)
     if proc.returncode != 0:
         detail = _error_lines(output) or f"exit status {proc.returncode}"
         raise HypervisorError(f"{node_uri}: virt-install failed: {detail}", uri=node_uri)

@@ -270,3 +270,14 @@ def without_media(xml_text: str, targets: set[str] | frozenset[str]) -> str:
             if child.tag in {"source", "backingStore"}:
                 element.remove(child)
     return ET.tostring(root, encoding="unicode")
+
+
+def vnc_graphics_with_password(domain_xml: str, password: str) -> str | None:
+    """The domain's VNC ``<graphics>`` element with ``password`` and no expiry, for
+    ``updateDeviceFlags``; None when the domain has no VNC display."""
+    graphics = ET.fromstring(domain_xml).find("./devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    graphics.set("passwd", password)
+    graphics.attrib.pop("passwdValidTo", None)
+    return ET.tostring(graphics, encoding="unicode")

@@ -137,6 +137,18 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
     assert graphics is not None
     assert graphics.get("listen") == "127.0.0.1" and graphics.get("passwd") == password
     assert root.find("./devices/interface/source").get("bridge") == "labbr0"
+    # The password reached QEMU through libvirt, never a command line: virt-install
+    # carried a one-time password that had expired before the display opened.
+    assert "passwordValidTo=2000-01-01T00:00:00" in job.command
+    assert "VNC password set through libvirt" in job.log
+    assert graphics.get("passwdValidTo") is None
+    inactive = lab_node.virsh("dumpxml", "--inactive", "--security-info", "ci-import1", check=True)
+    saved = ET.fromstring(inactive.stdout).find("./devices/graphics[@type='vnc']")
+    assert saved is not None and saved.get("passwd") == password
+    assert saved.get("passwdValidTo") is None
+    query = '{"execute": "query-vnc"}'
+    vnc = lab_node.virsh("qemu-monitor-command", "ci-import1", query, check=True).stdout
+    assert '"auth": "vnc"' in vnc.replace('":"', '": "'), vnc
 
 
 def test_new_disk_pxe_and_failed_start_is_cleaned_up(

@@ -28,6 +28,7 @@ def spec(**overrides: object) -> CreateSpec:
         "network": "lan",
         "vnc_listen": "198.51.100.11",
         "vnc_password": "s3cretPW",
+        "vnc_start_password": "thr0wAway",
     }
     values.update(overrides)
     return CreateSpec(**values)  # type: ignore[arg-type]
@@ -44,7 +45,10 @@ def test_iso_install_argv() -> None:
     assert argv[argv.index("--cdrom") + 1] == "/srv/isos/debian 12.iso"
     assert "pool=default,size=20,format=qcow2,bus=virtio" in argv
     assert "network=lan,model=virtio" in argv
-    assert "vnc,listen=198.51.100.11,password=s3cretPW" in argv
+    # The real password is on no command line (ps shows it to every local user):
+    # virt-install gets a one-time password that expired long ago.
+    assert "vnc,listen=198.51.100.11,password=thr0wAway,passwordValidTo=2000-01-01T00:00:00" in argv
+    assert not any("s3cretPW" in arg for arg in argv)
     assert argv[-1] == "--noautoconsole"
     assert spec().new_volume_name == "web1.qcow2"
 
@@ -62,7 +66,10 @@ def test_import_pxe_bridge_port_and_raw() -> None:
     )
     assert "--pxe" in argv and "bridge=br0,model=virtio" in argv
     assert "pool=default,size=20,format=raw,bus=virtio" in argv
-    assert "vnc,listen=198.51.100.11,port=5905,password=s3cretPW" in argv
+    assert (
+        "vnc,listen=198.51.100.11,port=5905,password=thr0wAway,passwordValidTo=2000-01-01T00:00:00"
+        in argv
+    )
     assert spec(disk_format="raw").new_volume_name == "web1.img"
     with pytest.raises(ValueError):
         build_argv(spec(media="floppy"), URI)
@@ -79,9 +86,9 @@ def test_nic_mtu_is_a_suboption_of_the_one_network_argument() -> None:
 
 
 def test_password_is_masked() -> None:
-    argv = masked_argv(build_argv(spec(), URI), "s3cretPW")
-    assert not any("s3cretPW" in a for a in argv)
-    assert "vnc,listen=198.51.100.11,password=********" in argv
+    argv = masked_argv(build_argv(spec(), URI), "s3cretPW", "thr0wAway")
+    assert not any("s3cretPW" in a or "thr0wAway" in a for a in argv)
+    assert "vnc,listen=198.51.100.11,password=********,passwordValidTo=2000-01-01T00:00:00" in argv
 
 
 def test_test_driver_nodes_get_the_test_domain_type() -> None:
@@ -92,6 +99,12 @@ def test_test_driver_nodes_get_the_test_domain_type() -> None:
 def test_os_variants_come_from_virt_install() -> None:
     variants = virtinstall.os_variants()
     assert {"generic", "linux2022"} <= variants and len(variants) > 100
+
+
+def test_the_test_driver_has_no_vnc_server_and_gets_the_password_at_define_time() -> None:
+    argv = build_argv(spec(virt_type="test"), "test:///default")
+    assert "vnc,listen=198.51.100.11,password=s3cretPW" in argv
+    assert spec(virt_type="test").sets_password_later is False
 
 
 def test_failure_carries_virt_installs_error_with_the_password_masked() -> None:

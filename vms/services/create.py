@@ -23,6 +23,7 @@ from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, probe_host, virtinstall
 from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor.lifecycle import set_vnc_password
 from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
 from nodes.models import Node
 from nodes.validators import validate_name
@@ -490,6 +491,7 @@ def _spec(
         vnc_listen=vnc_listen_address(node),
         vnc_port=p["vnc_port"],
         vnc_password=vncsecret.generate_password(),
+        vnc_start_password=vncsecret.generate_password(),
     )
 
 
@@ -571,7 +573,9 @@ def run_create(ctx: JobContext) -> None:
     ctx.check_abort()
     spec = _spec(node, params, iso_path, nic_mtu)
     ctx.set_command(
-        virtinstall.masked_argv(virtinstall.build_argv(spec, node.uri), spec.vnc_password)
+        virtinstall.masked_argv(
+            virtinstall.build_argv(spec, node.uri), spec.vnc_password, spec.vnc_start_password
+        )
     )
     ctx.progress(20, step="virt-install")
     try:
@@ -586,5 +590,14 @@ def run_create(ctx: JobContext) -> None:
     for line in output.splitlines():
         if line.strip():
             ctx.log(f"virt-install: {line.strip()}")
+    if spec.sets_password_later:
+        try:
+            set_vnc_password(node.uri, spec.uuid, spec.name, spec.vnc_password)
+        except HypervisorError as exc:
+            summary = _clean_up(ctx, node, spec)
+            raise HypervisorError(
+                f"{exc.message.rstrip('.')}. {summary}", retryable=exc.retryable, uri=exc.uri
+            ) from exc
+        ctx.log("VNC password set through libvirt (never on a command line)")
     ctx.progress(85, step="reading the inventory")
     _record_vm(ctx, node, spec)
