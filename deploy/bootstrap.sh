@@ -102,10 +102,10 @@ if ! "$VENV/bin/python" -P "$ROOT/nodes/hypervisor/binding.py"; then
   "$VENV/bin/python" -P "$ROOT/nodes/hypervisor/binding.py"
 fi
 
-# Browser libraries (uPlot for the charts) from npm, pinned by package-lock.json,
+# Browser libraries (uPlot for the charts, noVNC for consoles) from npm, pinned by package-lock.json,
 # copied into static/vendor/ so the pages load them from the manager: no CDN.
 vendor_stamp="$ROOT/static/vendor/.installed"
-lock_digest="$(cat "$ROOT/package.json" "$ROOT/package-lock.json" | sha256sum | cut -d' ' -f1)"
+lock_digest="$(cat "$ROOT/package.json" "$ROOT/package-lock.json" "$ROOT/deploy/vendor_static.mjs" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$vendor_stamp" ] || [ "$(cat "$vendor_stamp")" != "$lock_digest" ]; then
   echo "bootstrap: installing browser libraries with npm (package-lock.json)"
   (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)

@@ -13,6 +13,10 @@ RUN="$VAR/run"
 LOG="$VAR/log"
 PY="$ROOT/.venv/bin/python"
 PORT="${KVMMGR_DEV_PORT:-8000}"
+CONSOLE_PORT="${KVMMGR_DEV_CONSOLE_PORT:-6080}"
+# No nginx here: the console page opens its websocket on the proxy's own port.
+export KVMMGR_CONSOLE_URL="ws://127.0.0.1:$CONSOLE_PORT/websockify"
+export KVMMGR_CONSOLE_ORIGINS="http://127.0.0.1:$PORT"
 export KVMMGR_DATA_DIR="$VAR"
 export STATIC_ROOT="$VAR/static"
 mkdir -p "$RUN" "$LOG"
@@ -44,14 +48,14 @@ case "${1:-start}" in
   stop)
     # Every daemon gets its stop even when one before it is slow.
     failed=0
-    for name in web celery-beat celery-worker redis libvirtd virtlogd; do
+    for name in web console-proxy celery-beat celery-worker redis libvirtd virtlogd; do
       wait_s=10
       [ "$name" = celery-worker ] && wait_s=60
       stop_one "$name" "$wait_s" || failed=1
     done
     exit "$failed" ;;
   status)
-    for name in redis libvirtd celery-worker celery-beat web; do
+    for name in redis libvirtd celery-worker celery-beat console-proxy web; do
       if alive "$RUN/$name.pid"; then echo "$name: running (pid $(pid_of "$RUN/$name.pid"))"; else echo "$name: not started by dev.sh"; fi
     done
     exit 0 ;;
@@ -101,6 +105,16 @@ if ! alive "$RUN/celery-beat.pid"; then
     --pidfile "$RUN/celery-beat.pid" --logfile "$LOG/celery-beat.log"
   started+=("celery beat (log $LOG/celery-beat.log)")
 fi
+if ! alive "$RUN/console-proxy.pid"; then
+  if port_busy "$CONSOLE_PORT"; then
+    echo "port $CONSOLE_PORT is taken by another program; set KVMMGR_DEV_CONSOLE_PORT to use another" >&2
+    exit 1
+  fi
+  "$PY" manage.py consoleproxy --listen 127.0.0.1 --port "$CONSOLE_PORT" --detach \
+    --pidfile "$RUN/console-proxy.pid" --logfile "$LOG/console-proxy.log"
+  for _ in $(seq 100); do port_busy "$CONSOLE_PORT" && break; sleep 0.1; done
+  started+=("console proxy (127.0.0.1:$CONSOLE_PORT, log $LOG/console-proxy.log)")
+fi
 if ! alive "$RUN/web.pid"; then
   if port_busy "$PORT"; then
     echo "port $PORT is taken by another program; set KVMMGR_DEV_PORT to use another" >&2
@@ -111,6 +125,7 @@ if ! alive "$RUN/web.pid"; then
     --chdir "$ROOT" --master --processes 2 --threads 2 --harakiri 30 \
     --static-map "/static=$VAR/static" --env "KVMMGR_DATA_DIR=$VAR" \
     --env "CELERY_BROKER_URL=$CELERY_BROKER_URL" \
+    --env "KVMMGR_CONSOLE_URL=$KVMMGR_CONSOLE_URL" --env "KVMMGR_CONSOLE_ORIGINS=$KVMMGR_CONSOLE_ORIGINS" \
     --pidfile "$RUN/web.pid" --daemonize "$LOG/web.log"
   for _ in $(seq 100); do port_busy "$PORT" && break; sleep 0.1; done
   if ! alive "$RUN/web.pid" || ! port_busy "$PORT"; then

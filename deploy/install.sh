@@ -26,6 +26,8 @@
 #                         once, kept in the env file): systemd: Debian's redis-server
 #                         gets it through /etc/redis/kvmmgr.conf; otherwise our own
 #                         Redis is started from ETC/redis.conf (0600)
+#     --console-port N    the console proxy on 127.0.0.1:N (default 6080), behind nginx
+#                         at /websockify
 #     --user NAME         run the services as this existing user (default: create the
 #                         system user "kvmmgr")
 #     --prefix DIR        put all state, configuration, logs and pidfiles under DIR
@@ -68,6 +70,7 @@ while [ "$#" -gt 0 ]; do
     --port) need_value "$@"; HTTP_PORT="$2"; shift 2 ;;
     --https-port) need_value "$@"; HTTPS_PORT="$2"; shift 2 ;;
     --redis-port) need_value "$@"; REDIS_PORT="$2"; shift 2 ;;
+    --console-port) need_value "$@"; CONSOLE_PORT="$2"; shift 2 ;;
     --listen) need_value "$@"; LISTEN="$2"; shift 2 ;;
     --server-name) need_value "$@"; SERVER_NAME="$2"; shift 2 ;;
     --user) need_value "$@"; SERVICE_USER="$2"; CREATE_USER=0; shift 2 ;;
@@ -85,7 +88,7 @@ done
 
 # --- validate everything before changing anything --------------------------------
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates a user, binds ports, writes /etc)"
-for port in "$HTTP_PORT" "$HTTPS_PORT" "$REDIS_PORT"; do
+for port in "$HTTP_PORT" "$HTTPS_PORT" "$REDIS_PORT" "$CONSOLE_PORT"; do
   [[ "$port" =~ ^[0-9]{1,5}$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] \
     || die "not a port: $port"
 done
@@ -368,7 +371,8 @@ chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
 
 # --- 8. services ------------------------------------------------------------------
 if [ "$USE_SYSTEMD" -eq 1 ]; then
-  units=(kvmmgr-uwsgi.service kvmmgr-celery-worker.service kvmmgr-celery-beat.service)
+  units=(kvmmgr-uwsgi.service kvmmgr-celery-worker.service kvmmgr-celery-beat.service
+    kvmmgr-console.service)
   UNITS_CHANGED=0
   for unit in "${units[@]}"; do
     if ! cmp -s "$ETC/systemd/$unit" "/etc/systemd/system/$unit"; then
@@ -470,6 +474,20 @@ REDISCONF
     say "started celery $part (pid $(cat "$pidfile"))"
   done
 
+  pidfile="$RUN_DIR/console.pid"
+  if pid_alive "$pidfile" && [ "$RESTART" -eq 1 ]; then
+    pid="$(cat "$pidfile")"
+    kill -TERM "$pid"
+    wait_until "the console proxy to stop" bash -c '! kill -0 "$1" 2>/dev/null' _ "$pid"
+  fi
+  if ! pid_alive "$pidfile"; then
+    rm -f "$pidfile"
+    (cd "$ROOT" && as_service "$PY" manage.py consoleproxy --listen 127.0.0.1 \
+      --port "$CONSOLE_PORT" --detach --pidfile "$pidfile" --logfile "$LOG_DIR/console.log")
+    wait_until "the console proxy" port_busy "$CONSOLE_PORT"
+    say "started the console proxy on 127.0.0.1:$CONSOLE_PORT (pid $(cat "$pidfile"))"
+  fi
+
   if pid_alive "$RUN_DIR/nginx.pid"; then
     if [ "$RESTART" -eq 1 ]; then
       nginx -t -q -c "$ETC/nginx-private.conf"
@@ -482,7 +500,7 @@ REDISCONF
     wait_until "nginx" pid_alive "$RUN_DIR/nginx.pid"
     say "started nginx (pid $(cat "$RUN_DIR/nginx.pid"))"
   fi
-  say "stop them with: kill \$(cat $RUN_DIR/{nginx,uwsgi,celery-worker,celery-beat,redis}.pid)"
+  say "stop them with: kill \$(cat $RUN_DIR/{nginx,uwsgi,celery-worker,celery-beat,console,redis}.pid)"
 fi
 
 if [ "$TLS" -eq 1 ]; then

@@ -44,7 +44,7 @@ def import_failures(log: Path, state: Path | None = None) -> int:
         return 0
     inode, offset = _load_state(state)
     if inode != stat.st_ino or offset > stat.st_size:
-        offset = 0  # a new or rotated file
+        inode, offset = stat.st_ino, 0  # a new or rotated file
     recorded = 0
     with log.open("rb") as handle:
         handle.seek(offset)
@@ -62,9 +62,10 @@ def import_failures(log: Path, state: Path | None = None) -> int:
                 params={"at": entry.get("at", ""), "uri": entry.get("uri", "")[:200]},
             )
             recorded += 1
-    tmp = state.with_suffix(".tmp")
-    tmp.write_text(f"{stat.st_ino} {offset}\n")
-    os.replace(tmp, state)
+    if (inode, offset) != _load_state(state):
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(f"{stat.st_ino} {offset}\n")
+        os.replace(tmp, state)
     return recorded
 
 

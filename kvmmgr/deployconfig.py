@@ -30,6 +30,7 @@ OTHER_FILES = {
     "systemd/kvmmgr-uwsgi.service": "systemd/kvmmgr-uwsgi.service.in",
     "systemd/kvmmgr-celery-worker.service": "systemd/kvmmgr-celery-worker.service.in",
     "systemd/kvmmgr-celery-beat.service": "systemd/kvmmgr-celery-beat.service.in",
+    "systemd/kvmmgr-console.service": "systemd/kvmmgr-console.service.in",
 }
 
 

@@ -132,6 +132,19 @@ KVMMGR_LOGIN_LOCKOUT_SECONDS = env_int("KVMMGR_LOGIN_LOCKOUT_SECONDS", 900, mini
 KVMMGR_AUTH_FAILURE_LOG = env_str("KVMMGR_AUTH_FAILURE_LOG", "")
 KVMMGR_AUTH_FAILURE_INTERVAL = env_float("KVMMGR_AUTH_FAILURE_INTERVAL", 30.0, minimum=1.0)
 
+# Browser consoles: the console proxy (manage.py consoleproxy) listens here; nginx
+# forwards /websockify to it. A ticket opens one connection within this many seconds.
+KVMMGR_CONSOLE_LISTEN = env_str("KVMMGR_CONSOLE_LISTEN", "127.0.0.1")
+KVMMGR_CONSOLE_PORT = env_int("KVMMGR_CONSOLE_PORT", 6080, minimum=1)
+KVMMGR_CONSOLE_TICKET_SECONDS = env_int("KVMMGR_CONSOLE_TICKET_SECONDS", 30, minimum=1)
+# Where the console page opens its websocket: a path on this site (behind nginx),
+# or a full ws:// URL (deploy/dev.sh: the proxy's own port).
+KVMMGR_CONSOLE_URL = env_str("KVMMGR_CONSOLE_URL", "/websockify")
+# Origins besides the site's own whose pages may open consoles (dev.sh's server).
+KVMMGR_CONSOLE_ORIGINS = [
+    origin.strip() for origin in env_str("KVMMGR_CONSOLE_ORIGINS", "").split(",") if origin.strip()
+]
+
 # Served over TLS (nginx terminates it and passes HTTPS=on as a uwsgi param).
 KVMMGR_HTTPS = env_bool("KVMMGR_HTTPS", False)
 if KVMMGR_HTTPS:

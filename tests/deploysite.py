@@ -248,6 +248,7 @@ def run_site(
         (root / sub).mkdir(mode=0o755)
     port = free_port()
     redis_port = free_port()
+    console_port = free_port()
     node_xml = root / "node.xml"
     _write_node_xml(node_xml)
     env = {
@@ -287,7 +288,7 @@ def run_site(
         "HTTP_PORT": str(port),
         "HTTPS_PORT": str(free_port()),
         "SERVER_NAME": "127.0.0.1",
-        "CONSOLE_PORT": str(free_port()),
+        "CONSOLE_PORT": str(console_port),
         "ENV_FILE": str(root / "conf" / "kvmmgr.env"),
         "DB_UNIT": "",
         "TLS_CERT": "",
@@ -340,6 +341,19 @@ def run_site(
             "celery-worker.log",
         )
         site.manage("addnode", *(node or (NODE_NAME, f"test://{node_xml}")))
+        _start(
+            site,
+            [
+                str(VENV / "bin" / "python"),
+                "manage.py",
+                "consoleproxy",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(console_port),
+            ],
+            "consoleproxy.log",
+        )
         uwsgi = _start(
             site,
             [str(VENV / "bin" / "uwsgi"), "--ini", str(root / "conf" / "kvmmgr.ini")],
@@ -353,6 +367,7 @@ def run_site(
             timeout=30,
         )
         wait_for(lambda: port_open(port), 10, "nginx")
+        wait_for(lambda: port_open(console_port), 20, "console proxy")
         wait_for(lambda: ready(site), 60, "the first inventory refresh")
         assert redis.poll() is None and uwsgi.poll() is None
         yield site

@@ -58,13 +58,22 @@ class VirtualMachine(models.Model):
         return self.state in VMState.active()
 
     @property
+    def has_console(self) -> bool:
+        """A running VM with a VNC display the inventory has seen."""
+        return bool(self.is_active and self.vnc_port and not self.vanished_at)
+
+    @property
     def vnc_url(self) -> str:
-        """A ``vnc://`` link for the console, only while the VM runs with a port."""
-        if not self.is_active or not self.vnc_port or self.vanished_at:
+        """A ``vnc://`` link for native clients, where the display listens on an address
+        a client may reach: a specific address, or all addresses (then the node's URI
+        host). A display on the node's loopback (what kvmmgr creates) has none: the
+        browser console or an ssh tunnel reaches it."""
+        if not self.has_console:
             return ""
         host = self.vnc_listen
-        if not host or host in {"0.0.0.0", "::", "127.0.0.1", "::1", "localhost"}:
-            # Listening on all addresses or loopback: reach it through the node's own address.
+        if host in {"127.0.0.1", "::1", "localhost"}:
+            return ""
+        if not host or host in {"0.0.0.0", "::"}:
             host = self.node.console_host
         if ":" in host:
             host = f"[{host}]"
@@ -135,3 +144,25 @@ class Job(models.Model):
             return None
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+
+class ConsoleTicket(models.Model):
+    """A one-time pass for one browser console connection through the console proxy.
+
+    Only a SHA-256 of the token is stored. A ticket opens one connection, within
+    ``KVMMGR_CONSOLE_TICKET_SECONDS`` of being issued, for the user and the login
+    session it was issued to; the proxy then reads the VM's node and VNC port from
+    the inventory, so a console follows its VM after a migration.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+")
+    session_hash = models.CharField(max_length=64)
+    issued_to = models.CharField(max_length=64, blank=True, help_text="client address")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"console ticket {self.pk} for {self.user_id} on {self.vm_id}"

@@ -34,6 +34,16 @@ urlpatterns = [
     path("vm/<uuid:uuid>/delete/", views_actions.vm_delete, name="vm_delete"),
     path("vm/<uuid:uuid>/migrate/", views_migrate.vm_migrate, name="vm_migrate"),
     path("vm/<uuid:uuid>/console/", views_console.vm_console, name="vm_console"),
+    path(
+        "vm/<uuid:uuid>/console/ticket/",
+        views_console.vm_console_ticket,
+        name="vm_console_ticket",
+    ),
+    path(
+        "vm/<uuid:uuid>/console/native/",
+        views_console.vm_console_native,
+        name="vm_console_native",
+    ),
     path("jobs/", views_jobs.job_list, name="job_list"),
     path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -107,6 +108,20 @@ def test_admin_creates_starts_stops_and_deletes_a_vm_on_a_real_node(
     assert _job_status(driver) == "succeeded", driver.find_element(By.ID, "job-log").text
     assert "virt-install" in driver.find_element(By.ID, "job-command").text
     assert lab_node.virsh("domstate", VM, check=True).stdout.strip() == "running"
+
+    # Its browser console logs in with the VNC password the job set through libvirt
+    # (virt-install's command line carried only an expired one-time password).
+    raw = lab_site.query("SELECT uuid FROM vms_virtualmachine WHERE name = ?", (VM,))[0][0]
+    uuid = str(UUID(hex=str(raw).replace("-", "")))
+    driver.get(f"{lab_site.url}/vm/{uuid}/console/")
+    WebDriverWait(driver, 30).until(
+        lambda d: (
+            "Connected" in d.find_element(By.ID, "console-status").text
+            or "error" in (d.find_element(By.ID, "console-status").get_attribute("class") or "")
+        )
+    )
+    assert "Connected" in driver.find_element(By.ID, "console-status").text
+    shot(driver, "lab-03b-console")
 
     # The list shows it running; force it off (confirmation page), then see it shut off.
     driver.get(lab_site.url + "/")

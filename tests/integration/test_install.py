@@ -27,10 +27,16 @@ from tests.deploysite import ARTIFACTS, ROOT, VENV, free_port, wait_for
 
 INSTALL = ROOT / "deploy" / "install.sh"
 ADMIN = ("boss", "boss-Secret-4711")
-SERVICES = ("nginx", "uwsgi", "celery-worker", "celery-beat", "redis")
+SERVICES = ("nginx", "uwsgi", "celery-worker", "celery-beat", "console", "redis")
 # Files the running services write by themselves (database, logs, schedule, sockets):
 # not what install.sh must leave untouched.
-VOLATILE = ("db.sqlite3", "celerybeat-schedule", "/var/log/", "/run/kvmmgr/nginx-")
+VOLATILE = (
+    "db.sqlite3",
+    "celerybeat-schedule",
+    "auth-failures.offset",
+    "/var/log/",
+    "/run/kvmmgr/nginx-",
+)
 
 
 def _missing() -> list[str]:
@@ -133,6 +139,8 @@ def _install(prefix: Path, ports: dict[str, int]) -> subprocess.CompletedProcess
             str(ports["https"]),
             "--redis-port",
             str(ports["redis"]),
+            "--console-port",
+            str(ports["console"]),
             "--admin",
             ADMIN[0],
         ],
@@ -148,7 +156,12 @@ def _install(prefix: Path, ports: dict[str, int]) -> subprocess.CompletedProcess
 
 
 def test_install_twice_serves_and_changes_nothing(prefix: Path) -> None:
-    ports = {"http": free_port(), "https": free_port(), "redis": free_port()}
+    ports = {
+        "http": free_port(),
+        "https": free_port(),
+        "redis": free_port(),
+        "console": free_port(),
+    }
     first = _install(prefix, ports)
     assert "no systemd here (or --prefix)" in first.stdout
     etc = prefix / "etc" / "kvmmgr"
@@ -191,6 +204,8 @@ def test_install_twice_serves_and_changes_nothing(prefix: Path) -> None:
     assert _get(ports["https"], "/", ("boss", "wrong")) == 401
     assert _get(ports["https"], "/", ADMIN) == 200
     assert _get(ports["https"], "/static/css/kvmmgr.css", ADMIN) == 200
+    # The console proxy answers behind nginx (a plain GET is not a websocket: 405, not 502).
+    assert _get(ports["https"], "/websockify", ADMIN) == 405
     pids = {name: _pid(run_dir, name) for name in SERVICES}
     assert all(pid is not None and _alive(pid) for pid in pids.values()), pids
     before = _snapshot(prefix)
