@@ -90,14 +90,18 @@ class Outcome:
 @contextmanager
 def action(
     actor: Actor,
-    permission: Permission,
+    permission: Permission | None,
     what: str,
     *,
     target: str = "",
     params: dict[str, Any] | None = None,
 ) -> Iterator[Outcome]:
-    """Check the role, run the body, and record its outcome (re-raising any error)."""
-    require(actor, permission, action=what, target=target)
+    """Check the role, run the body, and record its outcome (re-raising any error).
+
+    ``permission`` None: no role needed (a user's own things, e.g. their API tokens).
+    """
+    if permission is not None:
+        require(actor, permission, action=what, target=target)
     outcome = Outcome(params=dict(params or {}))
     try:
         yield outcome

@@ -30,13 +30,18 @@ class RemoteUserBackend(backends.RemoteUserBackend):
 
 
 class AccountRequiredMiddleware:
-    """In remote_user mode every page needs a known, active user; else a clear 403."""
+    """In remote_user mode every page needs a known, active user; else a clear 403.
+
+    ``/api/`` is left to the REST framework, which also takes API tokens.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.user.is_authenticated:
+        # The REST API authenticates each request itself (an API token or this login)
+        # and answers 401/403 as JSON.
+        if request.user.is_authenticated or request.path.startswith("/api/"):
             return self.get_response(request)
         name = request.META.get("REMOTE_USER", "")
         if name:
@@ -50,3 +55,19 @@ class AccountRequiredMiddleware:
                 "must be reached through its nginx site with basic auth."
             )
         return render(request, "403.html", {"exception": reason}, status=403)
+
+
+class LoginRequiredMiddleware(middleware.LoginRequiredMiddleware):
+    """Django's (every page needs a login) except ``/api/``, which the REST framework
+    authenticates itself (API tokens too) and answers with 401/403, not a redirect."""
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[object, ...],
+        view_kwargs: dict[str, object],
+    ) -> HttpResponse | None:
+        if request.path.startswith("/api/"):
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)

@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
     "kvmmgr",
     "nodes",
     "vms",
@@ -41,7 +43,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "kvmmgr.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -110,7 +112,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # HTTP_REMOTE_USER and is never read. Only run this mode behind deploy/nginx.
 KVMMGR_AUTH = env_choice("KVMMGR_AUTH", "django", ("django", "remote_user"))
 if KVMMGR_AUTH == "remote_user":
-    MIDDLEWARE[MIDDLEWARE.index("django.contrib.auth.middleware.LoginRequiredMiddleware")] = (
+    MIDDLEWARE[MIDDLEWARE.index("kvmmgr.middleware.LoginRequiredMiddleware")] = (
         "kvmmgr.middleware.RemoteUserMiddleware"
     )
     MIDDLEWARE.insert(
@@ -157,6 +159,34 @@ if KVMMGR_HTTPS:
 # Preloading is a commitment made by submitting the domain to the browsers' lists,
 # for the owner of the domain to decide; not a default of ours.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# --- REST API (kvmmgr/api) ----------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "kvmmgr.api.auth.TokenAuthentication",
+        # The pages' login (nginx basic auth -> REMOTE_USER, or the login form): the
+        # browsable API, with CSRF for changes.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "kvmmgr.api.errors.handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "kvmmgr API",
+    "DESCRIPTION": "VMs, nodes, jobs and VPN tunnels of kvmmgr. Authenticate with "
+    "'Authorization: Token KEY' (manage.py apitoken create USER NAME).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "VMStateEnum": "vms.choices.VMState",
+        "VpnStateEnum": "vpn.choices.VpnState",
+    },
+}
 
 # --- Celery -----------------------------------------------------------------
 # Default: the unix socket deploy/dev.sh starts Redis on (mode 0700: only this

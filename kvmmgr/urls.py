@@ -5,13 +5,16 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from kvmmgr import views
+from kvmmgr import views, views_tokens
 from kvmmgr.login import GuardedLoginView
 
 urlpatterns = [
     path("login/", GuardedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_list, name="audit_list"),
+    path("account/tokens/", views_tokens.token_list, name="token_list"),
+    path("account/tokens/<int:pk>/revoke/", views_tokens.token_revoke, name="token_revoke"),
+    path("api/v1/", include(("kvmmgr.api.urls", "api"), namespace="api")),
     path("nodes/", include("nodes.urls")),
     path("vpn/", include("vpn.urls")),
     path("stats/", include("stats.urls")),

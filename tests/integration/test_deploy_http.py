@@ -171,3 +171,35 @@ def test_password_guessing_is_slowed_and_lands_in_the_audit_log(deployed_site: S
     assert deployed_site.browser("vic").get("/").status == 200
     time.sleep(2)
     assert len(deployed_site.audit(action="auth.failed")) == before
+
+
+def test_the_api_takes_a_token_without_basic_auth_and_a_login_with_it(
+    deployed_site: Site,
+) -> None:
+    """Through nginx: 'Authorization: Token' skips the basic-auth prompt (kvmmgr checks
+    the token), a basic-auth login uses the API as itself, nobody else gets in."""
+    key = deployed_site.manage("apitoken", "create", "vic", "reader").stdout.split()[-1]
+    reader = deployed_site.browser()
+    token_header = {"Authorization": f"Token {key}"}
+    listing = reader.get("/api/v1/vms/", headers=token_header)
+    assert listing.status == 200, listing.body
+    names = {vm["name"] for vm in json.loads(listing.body)["results"]}
+    assert {"keep-off"} <= names
+    # The viewer's token cannot start a VM; the refusal is JSON, audited with the token.
+    refused = reader.request("POST", f"/api/v1/vms/{OFF_UUID}/start/", headers=token_header)
+    assert refused.status == 403 and "viewer role" in json.loads(refused.body)["error"]
+    entry = deployed_site.audit(action="vm.start", user="vic")[-1]
+    assert entry["result"] == "denied" and entry["source"] == "127.0.0.1 token:reader"
+    # A bad token is kvmmgr's 401, not the basic-auth prompt; no credentials: nginx's.
+    bad = reader.get("/api/v1/vms/", headers={"Authorization": "Token kvm_nope"})
+    assert bad.status == 401 and "www-authenticate" not in {
+        k for k, v in bad.headers.items() if v.startswith("Basic")
+    }
+    assert reader.get("/api/v1/vms/").status == 401
+    assert reader.get("/api/v1/vms/").headers["www-authenticate"].startswith("Basic")
+    # A basic-auth user reads the API (and the schema) as themselves.
+    otto = deployed_site.browser("otto")
+    assert otto.get("/api/v1/vms/").status == 200
+    assert "openapi: 3" in otto.get("/api/v1/schema/").body
+    # A token does not open the pages: only /api/ skips basic auth.
+    assert reader.get("/", headers=token_header).status == 401

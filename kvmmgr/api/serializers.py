@@ -1,0 +1,200 @@
+"""What the API returns, and the shapes of what it accepts (the services validate
+meaning: names, sizes, nodes, options)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from kvmmgr.models import ApiToken, AuditEntry
+from nodes.models import Node, VirtType
+from nodes.services import hostkeys
+from vms.models import Job, VirtualMachine
+from vpn.models import Tunnel, TunnelMember
+
+
+class NodeSerializer(serializers.ModelSerializer[Node]):
+    status = serializers.CharField(source="status_label", read_only=True)
+    online = serializers.BooleanField(source="is_online", read_only=True)
+    peer_path = serializers.CharField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Node
+        fields = [
+            "id", "url", "name", "uri", "migration_address", "migration_ssh_port", "enabled",
+            "virt_type", "status", "online", "peer_path", "last_seen", "last_error",
+            "trusted_host_key", "facts_at",
+        ]  # fmt: skip
+        read_only_fields = ["last_seen", "last_error", "trusted_host_key", "facts_at"]
+
+    def get_url(self, node: Node) -> str:
+        return f"/api/v1/nodes/{node.pk}/"
+
+
+class NodeDetailSerializer(NodeSerializer):
+    host_key = serializers.SerializerMethodField(
+        help_text="SHA256 fingerprint of the ssh host key the manager pinned ('' if none)"
+    )
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "host_key", "facts"]
+
+    def get_host_key(self, node: Node) -> str:
+        return hostkeys.pinned_fingerprint(node)
+
+
+class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
+    name = serializers.CharField(max_length=63)
+    uri = serializers.CharField(max_length=255)
+    migration_address = serializers.CharField(max_length=253, required=False, allow_blank=True)
+    migration_ssh_port = serializers.IntegerField(required=False, allow_null=True)
+    enabled = serializers.BooleanField(required=False)
+    virt_type = serializers.ChoiceField(choices=VirtType.choices, required=False)
+
+
+class VMSerializer(serializers.ModelSerializer[VirtualMachine]):
+    node = serializers.CharField(source="node.name", read_only=True)
+    url = serializers.SerializerMethodField()
+    has_console = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = VirtualMachine
+        fields = [
+            "uuid", "url", "name", "node", "state", "vcpus", "memory_mib", "has_console",
+            "vnc_listen", "vnc_port", "observed_at",
+        ]  # fmt: skip
+
+    def get_url(self, vm: VirtualMachine) -> str:
+        return f"/api/v1/vms/{vm.uuid}/"
+
+
+class VMDetailSerializer(VMSerializer):
+    class Meta(VMSerializer.Meta):
+        fields = [*VMSerializer.Meta.fields, "xml_summary"]
+
+
+class CreateVMSerializer(serializers.Serializer[dict[str, Any]]):
+    node = serializers.CharField(help_text="node name")
+    name = serializers.CharField(max_length=255)
+    vcpus = serializers.IntegerField()
+    memory_mib = serializers.IntegerField()
+    media = serializers.ChoiceField(choices=["iso", "import", "pxe"])
+    disk_gib = serializers.IntegerField(required=False, allow_null=True)
+    disk_format = serializers.ChoiceField(choices=["qcow2", "raw"], required=False)
+    pool = serializers.CharField(required=False, allow_blank=True)
+    iso = serializers.CharField(required=False, allow_blank=True)
+    import_volume = serializers.CharField(required=False, allow_blank=True)
+    network = serializers.CharField(required=False, allow_blank=True)
+    bridge = serializers.CharField(required=False, allow_blank=True)
+    os_variant = serializers.CharField(required=False, allow_blank=True)
+    vnc_port = serializers.IntegerField(required=False, allow_null=True)
+
+
+class ShutdownSerializer(serializers.Serializer[dict[str, Any]]):
+    timeout = serializers.IntegerField(required=False, help_text="seconds to wait for the guest")
+
+
+class DeleteSerializer(serializers.Serializer[dict[str, Any]]):
+    disks = serializers.ListField(child=serializers.CharField(), required=False)
+    force_off = serializers.BooleanField(required=False)
+
+
+class MigrateSerializer(serializers.Serializer[dict[str, Any]]):
+    destination = serializers.CharField(help_text="node name")
+    bandwidth_mib_s = serializers.IntegerField(required=False)
+    max_downtime_ms = serializers.IntegerField(required=False)
+    auto_converge = serializers.BooleanField(required=False)
+    compression = serializers.CharField(required=False)
+    postcopy = serializers.BooleanField(required=False)
+    completion_timeout_s = serializers.IntegerField(required=False)
+    stall_timeout_s = serializers.IntegerField(required=False)
+    timeout_policy = serializers.CharField(required=False)
+    keep_source_disks = serializers.BooleanField(required=False)
+    parallel_connections = serializers.IntegerField(required=False)
+    sync_writes = serializers.BooleanField(required=False)
+    check_only = serializers.BooleanField(required=False)
+    media = serializers.CharField(required=False, allow_blank=True)
+
+
+class JobSerializer(serializers.ModelSerializer[Job]):
+    url = serializers.SerializerMethodField()
+    vm = serializers.SerializerMethodField()
+    node = serializers.CharField(source="node.name", read_only=True, default=None)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "url", "kind", "status", "progress", "progress_detail", "target_name", "vm",
+            "node", "requested_by", "error", "command", "created_at", "started_at",
+            "finished_at",
+        ]  # fmt: skip
+
+    def get_url(self, job: Job) -> str:
+        return f"/api/v1/jobs/{job.pk}/"
+
+    def get_vm(self, job: Job) -> str | None:
+        return str(job.vm.uuid) if job.vm_id and job.vm else None
+
+
+class JobDetailSerializer(JobSerializer):
+    log = serializers.SerializerMethodField()
+    log_offset = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "log", "log_offset"]
+
+    def get_log(self, job: Job) -> str:
+        return job.log[int(self.context.get("log_offset", 0)) :]
+
+    def get_log_offset(self, job: Job) -> int:
+        return len(job.log)
+
+
+class TunnelMemberSerializer(serializers.ModelSerializer[TunnelMember]):
+    node = serializers.CharField(source="node.name", read_only=True)
+
+    class Meta:
+        model = TunnelMember
+        fields = [
+            "node", "role", "address", "state", "state_reason", "state_at", "cert_not_after",
+            "bytes_in", "bytes_out",
+        ]  # fmt: skip
+
+
+class TunnelSerializer(serializers.ModelSerializer[Tunnel]):
+    members = TunnelMemberSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Tunnel
+        fields = ["id", "name", "mode", "subnet", "port", "server_endpoint", "mtu", "members"]
+
+
+class VpnActionSerializer(serializers.Serializer[dict[str, Any]]):
+    node = serializers.CharField(help_text="the member's node name")
+
+
+class AuditSerializer(serializers.ModelSerializer[AuditEntry]):
+    class Meta:
+        model = AuditEntry
+        fields = [
+            "id", "at", "actor", "role", "source", "action", "target", "params", "result",
+            "detail", "job_id",
+        ]  # fmt: skip
+
+
+class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "user", "name", "prefix", "created_at", "expires_at", "last_used_at",
+                  "revoked_at"]  # fmt: skip
+
+
+class AcceptedSerializer(serializers.Serializer[dict[str, Any]]):
+    """What an action answers (202): the job that does it."""
+
+    job = serializers.CharField()
+    status = serializers.CharField()
