@@ -59,6 +59,13 @@ class Node(models.Model):
         default=VirtType.AUTO,
         help_text="Pin to QEMU/TCG where /dev/kvm is missing or unusable (e.g. nested hosts).",
     )
+    maintenance_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set while the node is in maintenance: never chosen as a destination "
+        "(create, migrate); manage.py maintenance NODE on|off.",
+    )
+    maintenance_reason = models.CharField(max_length=200, blank=True)
     trusted_host_key = models.CharField(
         max_length=100,
         blank=True,
@@ -157,6 +164,10 @@ class Node(models.Model):
         if not self.enabled or self.last_seen is None or self.last_error:
             return False
         return timezone.now() - self.last_seen <= self.stale_after()
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self.maintenance_since is not None
 
     @property
     def status_label(self) -> str:

@@ -12,4 +12,5 @@ urlpatterns = [
     path("<int:pk>/delete/", views.node_delete, name="node_delete"),
     path("<int:pk>/refresh/", views.node_refresh, name="node_refresh"),
     path("<int:pk>/trust/", views.node_trust, name="node_trust"),
+    path("<int:pk>/maintenance/", views.node_maintenance, name="node_maintenance"),
 ]

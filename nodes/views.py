@@ -91,6 +91,21 @@ def node_trust(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("nodes:node_edit", pk=node.pk)
 
 
+@require_POST
+def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    on = request.POST.get("state") == "on"
+    try:
+        registry.set_maintenance(
+            node, Actor.from_request(request), on, request.POST.get("reason", "")
+        )
+        messages.success(request, f"{node.name} is {'in' if on else 'out of'} maintenance.")
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    return redirect("nodes:node_edit", pk=node.pk)
+
+
 @require_http_methods(["GET", "POST"])
 def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.remove")

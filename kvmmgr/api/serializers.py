@@ -25,9 +25,12 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         fields = [
             "id", "url", "name", "uri", "migration_address", "migration_ssh_port", "enabled",
             "virt_type", "status", "online", "peer_path", "last_seen", "last_error",
-            "trusted_host_key", "facts_at",
+            "trusted_host_key", "facts_at", "maintenance_since", "maintenance_reason",
         ]  # fmt: skip
-        read_only_fields = ["last_seen", "last_error", "trusted_host_key", "facts_at"]
+        read_only_fields = [
+            "last_seen", "last_error", "trusted_host_key", "facts_at", "maintenance_since",
+            "maintenance_reason",
+        ]  # fmt: skip
 
     def get_url(self, node: Node) -> str:
         return f"/api/v1/nodes/{node.pk}/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
@@ -61,6 +62,24 @@ class NodeViewSet(viewsets.ModelViewSet):
         """Queue a refresh of the node's inventory and status (operators and admins)."""
         count = registry.request_refresh([self.get_object()], actor=actor(request))
         return Response({"queued": count}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=inline_serializer(
+            "MaintenanceInput",
+            {"on": serializers.BooleanField(), "reason": serializers.CharField(required=False)},
+        ),
+        responses={200: NodeDetailSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def maintenance(self, request: Request, pk: str | None = None) -> Response:
+        """Start (``on: true``) or end maintenance: a node in it takes no new VMs."""
+        if not isinstance(request.data.get("on"), bool):
+            raise ValidationError({"on": ["true or false."]})
+        node = registry.set_maintenance(
+            self.get_object(), actor(request), request.data["on"],
+            str(request.data.get("reason", "")),
+        )  # fmt: skip
+        return Response(NodeDetailSerializer(node).data)
 
     @extend_schema(
         request=inline_serializer("TrustInput", {"fingerprint": serializers.CharField()}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
@@ -141,6 +142,40 @@ def confirm_trust(node: Node, actor: Actor, fingerprint: str) -> Node:
         node.trusted_host_key = fingerprint
         node.save(update_fields=["trusted_host_key"])
         return node
+
+
+def set_maintenance(node: Node, actor: Actor, on: bool, reason: str = "") -> Node:
+    """Put ``node`` in maintenance (never a destination for new VMs or migrations) or
+    take it out. VMs already on it keep running; nothing on the host changes."""
+    reason = reason.strip()
+    params = {"on": on, "reason": reason}
+    action = "node.maintenance.on" if on else "node.maintenance.off"
+    with audit.action(
+        actor, Permission.NODE_MANAGE, action, target=node.name, params=params
+    ) as done:
+        if len(reason) > 200:
+            raise ValidationError({"reason": ["At most 200 characters."]})
+        if on == node.in_maintenance:
+            done.detail = f"already {'in' if on else 'out of'} maintenance"
+            return node
+        node.maintenance_since = timezone.now() if on else None
+        node.maintenance_reason = reason if on else ""
+        node.save(update_fields=["maintenance_since", "maintenance_reason"])
+        return node
+
+
+def refuse_if_in_maintenance(node: Node, field: str) -> None:
+    """What every choice of a destination calls: a node in maintenance takes nothing new."""
+    if node.in_maintenance:
+        why = f" ({node.maintenance_reason})" if node.maintenance_reason else ""
+        raise ValidationError(
+            {
+                field: [
+                    f"Node {node.name} is in maintenance{why}: it takes no new VMs. Choose "
+                    f"another node, or end it with manage.py maintenance {node.name} off."
+                ]
+            }
+        )
 
 
 def revoke_trust(node: Node, actor: Actor) -> Node:

@@ -70,6 +70,8 @@ ENDPOINTS: list[tuple[str, str, Callable[[World], str], dict, dict[str, int]]] =
      {"viewer": 403, "operator": 403, "admin": 204}),
     ("refresh node", "post", lambda w: f"/api/v1/nodes/{w.n1.pk}/refresh/", {},
      {"viewer": 403, "operator": 202, "admin": 202}),
+    ("maintenance", "post", lambda w: f"/api/v1/nodes/{w.n2.pk}/maintenance/",
+     {"on": True, "reason": "upgrade"}, {"viewer": 403, "operator": 403, "admin": 200}),
     ("trust node", "post", lambda w: f"/api/v1/nodes/{w.n1.pk}/trust/",
      {"fingerprint": "SHA256:x"}, {"viewer": 403, "operator": 403, "admin": 400}),
     ("list vms", "get", lambda w: "/api/v1/vms/?state=running", {}, {r: 200 for r in ROLES}),

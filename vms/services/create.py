@@ -212,6 +212,13 @@ def _check_volume_ref(
 def _check_node(errors: _Errors, node: Node) -> bool:
     if not node.enabled:
         errors.add("node", f"Node {node.name} is disabled.")
+    elif node.in_maintenance:
+        errors.add(
+            "node",
+            f"Node {node.name} is in maintenance"
+            + (f" ({node.maintenance_reason})" if node.maintenance_reason else "")
+            + f": it takes no new VMs (manage.py maintenance {node.name} off ends it).",
+        )
     elif not node.is_online:
         errors.add(
             "node",

@@ -28,7 +28,7 @@ from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.xml import domain_virt_type
 from nodes.models import Node
-from nodes.services import trust
+from nodes.services import registry, trust
 from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, migration_media, peer_proof
@@ -174,6 +174,7 @@ def validate_request(vm: VirtualMachine, dest: Node | None) -> None:
         raise ValidationError(f"{vm.name} is no longer on {vm.node.name}.")
     if dest.pk == vm.node_id:
         raise ValidationError({"destination": f"{vm.name} is already on {dest.name}."})
+    registry.refuse_if_in_maintenance(dest, "destination")
     for node, role in ((vm.node, "source"), (dest, "destination")):
         if not node.enabled:
             raise ValidationError(f"The {role} node {node.name} is disabled.")
