@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from nodes import views
+from nodes import views, views_evacuate
 
 app_name = "nodes"
 urlpatterns = [
@@ -13,4 +13,5 @@ urlpatterns = [
     path("<int:pk>/refresh/", views.node_refresh, name="node_refresh"),
     path("<int:pk>/trust/", views.node_trust, name="node_trust"),
     path("<int:pk>/maintenance/", views.node_maintenance, name="node_maintenance"),
+    path("<int:pk>/evacuate/", views_evacuate.node_evacuate, name="node_evacuate"),
 ]

@@ -44,6 +44,8 @@ class JobKind(models.TextChoices):
     REBOOT = "reboot", "reboot"
     DELETE = "delete", "delete VM"
     MIGRATE = "migrate", "migrate"
+    # A parent job: moves every VM off a node (or back) through child migrate jobs.
+    EVACUATE = "evacuate", "evacuate node"
     # OpenVPN on a tunnel member (vpn/jobs.py); the target reads "tunnel t1 on node2".
     VPN_UP = "vpn_up", "VPN up"
     VPN_START = "vpn_start", "VPN start"

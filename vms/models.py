@@ -101,6 +101,14 @@ class Job(models.Model):
         Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     target_name = models.CharField(max_length=255, help_text="VM name, kept after the VM is gone")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        help_text="the job that started this one (an evacuation's migrations)",
+    )
     lock_key = models.CharField(max_length=300)
     params = models.JSONField(default=dict, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)

@@ -57,6 +57,25 @@ class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
     virt_type = serializers.ChoiceField(choices=VirtType.choices, required=False)
 
 
+class EvacuateSerializer(serializers.Serializer[dict[str, Any]]):
+    to = serializers.ListField(child=serializers.CharField(), required=False)
+    parallel = serializers.IntegerField(required=False, default=1)
+    include_stopped = serializers.BooleanField(required=False, default=False)
+    options = serializers.DictField(required=False, default=dict, help_text="migration options")
+    returning = serializers.BooleanField(required=False, default=False)
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+
+class MoveSerializer(serializers.Serializer[dict[str, Any]]):
+    uuid = serializers.CharField()
+    name = serializers.CharField()
+    memory_mib = serializers.IntegerField()
+    live = serializers.BooleanField()
+    dest = serializers.CharField()
+    reason = serializers.CharField()
+    state = serializers.CharField()
+
+
 class VMSerializer(serializers.ModelSerializer[VirtualMachine]):
     node = serializers.CharField(source="node.name", read_only=True)
     url = serializers.SerializerMethodField()

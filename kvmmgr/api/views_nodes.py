@@ -11,9 +11,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from kvmmgr.api.auth import actor
-from kvmmgr.api.serializers import NodeDetailSerializer, NodeInputSerializer, NodeSerializer
+from kvmmgr.api.common import accepted
+from kvmmgr.api.serializers import (
+    AcceptedSerializer,
+    EvacuateSerializer,
+    MoveSerializer,
+    NodeDetailSerializer,
+    NodeInputSerializer,
+    NodeSerializer,
+)
 from nodes.models import Node
 from nodes.services import registry
+from vms.services.evacuation import request_evacuation
 
 
 class NodeViewSet(viewsets.ModelViewSet):
@@ -80,6 +89,21 @@ class NodeViewSet(viewsets.ModelViewSet):
             str(request.data.get("reason", "")),
         )  # fmt: skip
         return Response(NodeDetailSerializer(node).data)
+
+    @extend_schema(
+        request=EvacuateSerializer,
+        responses={200: inline_serializer("EvacuationPlan", {"plan": MoveSerializer(many=True)}),
+                   202: AcceptedSerializer},
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def evacuate(self, request: Request, pk: str | None = None) -> Response:
+        """Plan (``dry_run``) or start moving every VM off the node (``returning``: back)."""
+        data = EvacuateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        plan, job = request_evacuation(self.get_object(), actor(request), **data.validated_data)
+        if job is None:
+            return Response({"plan": plan.as_dicts()})
+        return accepted(job)
 
     @extend_schema(
         request=inline_serializer("TrustInput", {"fingerprint": serializers.CharField()}),

@@ -4,20 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('nodes', '0004_host_key_trust'),
+        ("nodes", "0004_host_key_trust"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='node',
-            name='maintenance_reason',
+            model_name="node",
+            name="maintenance_reason",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='node',
-            name='maintenance_since',
-            field=models.DateTimeField(blank=True, help_text='Set while the node is in maintenance: never chosen as a destination (create, migrate); manage.py maintenance NODE on|off.', null=True),
+            model_name="node",
+            name="maintenance_since",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="Set while the node is in maintenance: never chosen as a destination (create, migrate); manage.py maintenance NODE on|off.",
+                null=True,
+            ),
         ),
     ]

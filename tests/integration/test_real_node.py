@@ -42,15 +42,16 @@ def test_inventory_of_a_real_node_shows_the_running_guest(
     assert (vm.name, vm.state, vm.node) == (running_guest.name, VMState.RUNNING, node)
     assert vm.vcpus == 1 and vm.memory_mib == 128
     assert vm.vnc_port is not None and vm.vnc_port >= 5900
-    # listen 127.0.0.1 on the node: the link goes to the node's own address.
-    assert vm.vnc_url == f"vnc://{lab_node.address}:{vm.vnc_port}"
+    # listen 127.0.0.1 on the node: no vnc:// link (nothing outside the node reaches
+    # it); the browser console goes through the manager's ssh path instead.
+    assert vm.has_console and vm.vnc_url == ""
     # First contact pinned the node's host key.
     assert lab_node.address in manager_ssh.read_text()
     node.refresh_from_db()
     assert node.status_label == "online"
     assert node.facts["libvirt_version"] == installed_libvirt()
     page = admin_client.get(reverse("vms:vm_list")).content.decode()
-    assert running_guest.name in page and f'href="{vm.vnc_url}"' in page
+    assert running_guest.name in page and f'href="/vm/{vm.uuid}/console/"' in page
 
 
 def test_checknode_reports_versions_pools_and_virt_type(

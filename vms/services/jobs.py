@@ -49,6 +49,7 @@ HANDLERS: dict[str, str] = {
     JobKind.REBOOT: "vms.services.lifecycle.run_reboot",
     JobKind.DELETE: "vms.services.lifecycle.run_delete",
     JobKind.MIGRATE: "vms.services.migration.run_migrate",
+    JobKind.EVACUATE: "vms.services.evacuation.run_evacuate",
     # By name, so vms never imports vpn (vpn.jobs imports this module).
     JobKind.VPN_UP: "vpn.jobs.run_action",
     JobKind.VPN_START: "vpn.jobs.run_action",
@@ -255,7 +256,9 @@ def execute(job_id: int, handler: Callable[[JobContext], None] | None = None) ->
 def abort_permission(job: Job) -> Permission:
     """Aborting VPN work needs the role that may start it (admin), not just the
     operator's right to abort VM jobs."""
-    return Permission.VPN_MANAGE if job.kind.startswith("vpn_") else Permission.JOB_ABORT
+    if job.kind.startswith("vpn_"):
+        return Permission.VPN_MANAGE
+    return Permission.NODE_MANAGE if job.kind == JobKind.EVACUATE else Permission.JOB_ABORT
 
 
 def request_abort(job: Job, actor: Actor) -> bool:
@@ -277,8 +280,27 @@ def request_abort(job: Job, actor: Actor) -> bool:
         return changed
 
 
+def _requeue(job_id: int, limit: Any, heartbeat: Any) -> bool:
+    """Queue a stale evacuation again: its record says what to resume (its children are
+    reaped on their own)."""
+    updated = Job.objects.filter(
+        pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=limit
+    ).update(status=JobStatus.QUEUED, worker="", heartbeat_at=None)
+    if not updated:
+        return False
+    JobContext(Job.objects.get(pk=job_id)).log(
+        f"reaper: the worker running this evacuation stopped (last heartbeat "
+        f"{heartbeat:%Y-%m-%d %H:%M:%S} UTC); queued again to resume"
+    )
+    from vms.tasks import run_job
+
+    transaction.on_commit(lambda: run_job.delay(job_id))
+    return True
+
+
 def reap_stale_jobs() -> list[int]:
-    """Fail running jobs whose worker stopped sending heartbeats.
+    """Fail running jobs whose worker stopped sending heartbeats (an evacuation is
+    queued again instead, and resumes).
 
     Their targets' nodes are refreshed so the inventory shows what really happened.
     """
@@ -290,6 +312,9 @@ def reap_stale_jobs() -> list[int]:
     )
     reaped = []
     for job_id, node_id, heartbeat, kind in stale:
+        if kind == JobKind.EVACUATE and _requeue(job_id, limit, heartbeat):
+            reaped.append(job_id)
+            continue
         what = (
             "the tunnel's state (manage.py vpn status)"
             if kind in JobKind.vpn()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from kvmmgr.cli import acting
+from nodes.models import Node
+from vms.management.commands._jobcli import add_job_arguments, finish
+from vms.services.evacuation import Plan, request_evacuation
+from vms.services.jobs import JobConflict
+
+
+class Command(BaseCommand):
+    help = (
+        "Move every VM off a node (live migration; stopped VMs too with --include-stopped) "
+        "and put it in maintenance; with --return, move the VMs its last evacuation moved "
+        "back. The plan comes first: which VM to which node and why, what stays and why."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("node")
+        parser.add_argument("--to", default="", help="comma-separated destination nodes")
+        parser.add_argument("--parallel", type=int, default=1, help="migrations at once (1)")
+        parser.add_argument("--include-stopped", action="store_true")
+        parser.add_argument("--return", dest="returning", action="store_true")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+        parser.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a migration option for every move, e.g. bandwidth_mib_s=100",
+        )
+        add_job_arguments(parser)
+
+    def handle(self, *args: object, **opts: Any) -> None:
+        node = Node.objects.filter(name=opts["node"]).first()
+        if node is None:
+            raise CommandError(f"no node named {opts['node']!r}")
+        options = {}
+        for item in opts["option"]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise CommandError(f"--option {item!r}: KEY=VALUE")
+            options[key] = value
+        try:
+            with acting() as actor:
+                plan, job = request_evacuation(
+                    node,
+                    actor,
+                    to=[n.strip() for n in opts["to"].split(",") if n.strip()],
+                    parallel=opts["parallel"],
+                    include_stopped=opts["include_stopped"],
+                    options=options,
+                    returning=opts["returning"],
+                    dry_run=opts["dry_run"],
+                )
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        except JobConflict as exc:
+            raise CommandError(str(exc)) from exc
+        if opts["json"] and job is None:
+            self.stdout.write(json.dumps({"plan": plan.as_dicts()}, indent=2))
+            return
+        if not opts["json"]:
+            self._print_plan(plan, node)
+        if job is not None:
+            finish(job, opts, self.stdout)
+
+    def _print_plan(self, plan: Plan, node: Node) -> None:
+        if not plan.moves:
+            self.stdout.write(f"nothing to move ({node.name})")
+        for move in plan.moves:
+            if move.dest:
+                kind = "live" if move.live else "cold"
+                self.stdout.write(
+                    f"{move.name} ({move.memory_mib} MiB) -> {move.dest} [{kind}]: {move.reason}"
+                )
+            else:
+                self.stdout.write(f"{move.name} ({move.memory_mib} MiB) STAYS: {move.reason}")
