@@ -61,13 +61,17 @@ def _run_job(pk: int) -> None:
 
 
 def product(server: Any, client: Any, parallel: int) -> dict[str, Any]:
+    """One evacuation; ``parallel`` also into the one destination (--per-destination)."""
     from kvmmgr.access import Actor
     from vms.choices import JobStatus
     from vms.models import Job
     from vms.services.evacuation import request_evacuation
 
     t0 = time.perf_counter()
-    _, job = request_evacuation(server, Actor.system("bench"), to=[client.name], parallel=parallel)
+    _, job = request_evacuation(
+        server, Actor.system("bench"), to=[client.name], parallel=parallel,
+        per_destination=parallel,
+    )  # fmt: skip
     assert job is not None
     while True:
         job.refresh_from_db()
@@ -122,14 +126,18 @@ def run(count: int) -> dict[str, Any]:
             for index in range(count):
                 info, _ = lab.boot_guest(vpn1, f"evb{index}", timeout=120, disk_mib=64)
                 guests.append((f"evb{index}", str(info.uuid)))
-            arms = ["product --parallel 1", "product --parallel 2", "raw virsh loop"]
+            arms = [
+                "product --parallel 1",
+                "product --parallel 2 --per-destination 2",
+                "raw virsh loop",
+            ]
             for round_ in range(2):
                 for arm in arms if round_ == 0 else list(reversed(arms)):
                     for node in (server, client):
                         inventory.refresh_node(node)
                         node.refresh_from_db()
                     if arm.startswith("product"):
-                        outcome = product(server, client, int(arm.split()[-1]))
+                        outcome = product(server, client, int(arm.split()[2]))
                     else:
                         outcome = raw_loop(guests, server, client)
                     results.setdefault(arm, []).append(outcome)

@@ -60,6 +60,7 @@ class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
 class EvacuateSerializer(serializers.Serializer[dict[str, Any]]):
     to = serializers.ListField(child=serializers.CharField(), required=False)
     parallel = serializers.IntegerField(required=False, default=1)
+    per_destination = serializers.IntegerField(required=False, default=1)
     include_stopped = serializers.BooleanField(required=False, default=False)
     options = serializers.DictField(required=False, default=dict, help_text="migration options")
     returning = serializers.BooleanField(required=False, default=False)

@@ -1,13 +1,14 @@
 """Evacuating a node: every VM moved off it by child migration jobs, and brought back.
 
-A parent job (kind ``evacuate``) plans where each VM goes (:func:`plan`), puts the node
-in maintenance, then runs at most ``parallel`` child migrations at once (and at most
-one into any destination), smallest memory first, and follows them. Its plan and the
-state of every move live in the job's ``progress_detail``: when the worker dies, the
-reaper queues the job again and it resumes from what the database and the nodes
-say. *Abort* stops scheduling and aborts the running children; each VM then stays
-where its own migration left it (a failed migration leaves it on the source).
-``--return`` moves the VMs the node's last evacuation moved off it back onto it.
+A parent job (kind ``evacuate``) plans where each VM goes (:func:`plan`), puts the
+node in maintenance, then runs at most ``parallel`` child migrations at once (and at
+most ``per_destination``, default one, into any destination), smallest memory first,
+and follows them. Its plan and the state of every move live in the job's
+``progress_detail``: when the worker dies, the reaper queues the job again and it
+resumes from what the database and the nodes say. *Abort* stops scheduling and
+aborts the running children; each VM then stays where its own migration left it (a
+failed migration leaves it on the source). ``--return`` moves the VMs the node's
+last evacuation moved off it back onto it.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def request_evacuation(
     options: dict[str, Any] | None = None,
     returning: bool = False,
     dry_run: bool = False,
+    per_destination: int = 1,
 ) -> tuple[Plan, Job | None]:
     """Plan, and unless ``dry_run`` queue, the evacuation of ``node`` (or the return).
 
@@ -195,11 +197,15 @@ def request_evacuation(
     what = "node.return" if returning else "node.evacuate"
     params = {
         "to": to or [], "parallel": parallel, "include_stopped": include_stopped,
-        "options": options or {}, "dry_run": dry_run,
+        "options": options or {}, "dry_run": dry_run, "per_destination": per_destination,
     }  # fmt: skip
     with audit.action(actor, Permission.NODE_MANAGE, what, target=node.name, params=params) as done:
         if not 1 <= int(parallel) <= MAX_PARALLEL:
             raise ValidationError({"parallel": [f"1 to {MAX_PARALLEL} migrations at once."]})
+        if not 1 <= int(per_destination) <= MAX_PARALLEL:
+            raise ValidationError(
+                {"per_destination": [f"1 to {MAX_PARALLEL} migrations into one node at once."]}
+            )
         parse_options(dict(options or {}))  # every option checked before anything starts
         if returning:
             if node.in_maintenance:
@@ -329,21 +335,21 @@ def run_evacuate(ctx: JobContext) -> None:
         if move.state == "stays":
             ctx.log(f"{move.name} stays on {node.name}: {move.reason}")
     parallel = int(params.get("parallel") or 1)
+    per_destination = int(params.get("per_destination") or 1)
     options = dict(params.get("options") or {})
     try:
         while True:
             ctx.check_abort()
             _refresh_states(moves, node)
             moving = [m for m in moves if m.state == "moving"]
-            busy = {m.dest for m in moving}
             for move in moves:
                 if len(moving) >= parallel:
                     break
-                if move.state == "waiting" and move.dest and move.dest not in busy:
+                into = sum(1 for m in moving if m.dest == move.dest)
+                if move.state == "waiting" and move.dest and into < per_destination:
                     _start_child(ctx, move, options)
                     if move.state == "moving":
                         moving.append(move)
-                        busy.add(move.dest)
             _save(ctx, moves)
             if not any(m.state in ("waiting", "moving") for m in moves):
                 break

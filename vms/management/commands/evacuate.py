@@ -25,6 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("node")
         parser.add_argument("--to", default="", help="comma-separated destination nodes")
         parser.add_argument("--parallel", type=int, default=1, help="migrations at once (1)")
+        parser.add_argument(
+            "--per-destination", type=int, default=1, help="migrations into one node at once (1)"
+        )
         parser.add_argument("--include-stopped", action="store_true")
         parser.add_argument("--return", dest="returning", action="store_true")
         parser.add_argument("--dry-run", action="store_true", help="print the plan only")
@@ -54,6 +57,7 @@ class Command(BaseCommand):
                     actor,
                     to=[n.strip() for n in opts["to"].split(",") if n.strip()],
                     parallel=opts["parallel"],
+                    per_destination=opts["per_destination"],
                     include_stopped=opts["include_stopped"],
                     options=options,
                     returning=opts["returning"],
