@@ -159,3 +159,31 @@ def test_the_node_page_shows_the_plan_and_starts_only_on_post(
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
     detail = admin_client.get(response["Location"]).content.decode()  # type: ignore[attr-defined]
     assert 'id="evacuation-moves"' in detail and "web" in detail
+
+
+def test_a_destination_behind_a_tunnel_that_is_down_is_not_chosen() -> None:
+    from vpn.choices import MemberRole, VpnState
+    from vpn.models import Tunnel, TunnelMember
+
+    source = _node("src", "198.51.100.11", 8000)
+    dest = _node("dst", "198.51.100.12", 8000)
+    Node.objects.filter(pk=dest.pk).update(migration_address="100.64.0.2")
+    dest.refresh_from_db()
+    tunnel = Tunnel.objects.create(name="t1", subnet="100.64.0.0/24")
+    TunnelMember.objects.create(
+        tunnel=tunnel, node=source, role=MemberRole.SERVER, address="100.64.0.1",
+        state=VpnState.UP,
+    )  # fmt: skip
+    member = TunnelMember.objects.create(
+        tunnel=tunnel, node=dest, role=MemberRole.CLIENT, address="100.64.0.2",
+        state=VpnState.DOWN,
+    )  # fmt: skip
+    _vm(source, "web", 512)
+    plan = evacuation.plan(source, evacuation._evacuees(source, False), [dest])
+    assert (
+        plan.moves[0].state == "stays"
+        and "tunnel t1 was last seen down on dst" in plan.moves[0].reason
+    )
+    TunnelMember.objects.filter(pk=member.pk).update(state=VpnState.UP)
+    plan = evacuation.plan(source, evacuation._evacuees(source, False), [dest])
+    assert plan.moves[0].dest == "dst"

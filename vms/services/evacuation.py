@@ -95,6 +95,32 @@ def _disk_needs(vm: VirtualMachine, source: Node) -> list[tuple[str, int]]:
     return needs
 
 
+def _tunnel_down(source: Node, dest: Node) -> str:
+    """Why the tunnel carrying ``dest``'s peer path is not usable as last recorded, or ""
+    (no tunnel, or both members up). The migration's own pre-check asks the nodes."""
+    from vpn.choices import VpnState
+    from vpn.models import TunnelMember
+    from vpn.services import tunnel_of_address
+
+    name = tunnel_of_address(dest.effective_migration_address)
+    if not name:
+        return ""
+    members = {
+        m.node_id: m
+        for m in TunnelMember.objects.filter(tunnel__name=name, node__in=[source, dest])
+    }
+    for node in (source, dest):
+        member = members.get(node.pk)
+        if member is None:
+            return f"{node.name} is not in tunnel {name}, which carries {dest.name}'s peer path"
+        if member.state != VpnState.UP:
+            return (
+                f"tunnel {name} was last seen {member.state} on {node.name} "
+                f"(manage.py vpn status reads it again)"
+            )
+    return ""
+
+
 def _why_not(
     vm: VirtualMachine, source: Node, dest: Node, free_mib: int, room: dict[str, int]
 ) -> str:
@@ -106,6 +132,9 @@ def _why_not(
     if trust.unconfirmed(source, dest):
         names = ", ".join(n.name for n in trust.unconfirmed(source, dest))
         return f"host key of {names} not confirmed (manage.py trustnode)"
+    tunnel = _tunnel_down(source, dest)
+    if tunnel:
+        return tunnel
     if VirtualMachine.objects.present().filter(node=dest, name=vm.name).exists():
         return f"{dest.name} already has a VM named {vm.name}"
     if vm.memory_mib > free_mib:
