@@ -24,9 +24,45 @@
   function formatDetail(detail) {
     if (!detail) return "";
     return Object.entries(detail)
-      .filter(([, value]) => value !== null && value !== "")
+      .filter(([key, value]) => value !== null && value !== "" && key !== "moves")
       .map(([key, value]) => key.replace(/_/g, " ") + ": " + formatValue(key, value))
       .join(" · ");
+  }
+
+  // An evacuation's table: one row per VM, rebuilt from the job's moves (text only).
+  function updateMoves(moves) {
+    const table = document.getElementById("evacuation-moves");
+    if (!table || !Array.isArray(moves)) return;
+    const body = table.querySelector("tbody");
+    const jobUrl = table.dataset.jobUrl;
+    body.replaceChildren(
+      ...moves.map((move) => {
+        const row = document.createElement("tr");
+        const cell = (text, className) => {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (className) td.className = className;
+          row.appendChild(td);
+          return td;
+        };
+        cell(move.name);
+        cell(move.memory_mib + " MiB");
+        cell(move.dest || "—");
+        const state = document.createElement("span");
+        state.className = "jobstatus " + move.state;
+        state.textContent = move.state;
+        cell("").appendChild(state);
+        const link = cell(move.job ? "" : "—");
+        if (move.job) {
+          const a = document.createElement("a");
+          a.href = jobUrl.replace("0", String(move.job));
+          a.textContent = "#" + move.job;
+          link.appendChild(a);
+        }
+        cell(move.error || move.reason, "muted");
+        return row;
+      }),
+    );
   }
 
   async function poll() {
@@ -45,6 +81,7 @@
     document.getElementById("job-bar").style.width = data.progress + "%";
     document.getElementById("job-progress").textContent = data.progress;
     document.getElementById("job-detail").textContent = formatDetail(data.detail);
+    if (data.detail) updateMoves(data.detail.moves);
     if (data.duration !== null) {
       document.getElementById("job-duration").textContent = data.duration.toFixed(1) + " s";
     }
