@@ -7,7 +7,7 @@ the VM list page (HTML) with the same 1,000 VMs.
 
     .venv/bin/python -m bench.api_list [--runs 200] [--warmup 10] [--json OUT]
 
-Goal (issue 16): median < 100 ms for 1,000 VMs.
+Goal: median < 100 ms for 1,000 VMs.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the cycle is timed in two parts that add up to what a real node costs:
 
     .venv/bin/python -m bench.stats_sampling [--domains 1000] [--runs 7]
 
-Goal (issue 6): < 1 s per cycle.
+Goal: < 1 s per cycle.
 """
 
 from __future__ import annotations

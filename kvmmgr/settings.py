@@ -105,7 +105,7 @@ CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# --- who is asking (issue 7) ----------------------------------------------------
+# --- who is asking -------------------------------------------------------------
 # django: Django's own login page (development without nginx).
 # remote_user: nginx authenticates (basic auth) and hands the name to uwsgi as the
 # REMOTE_USER *uwsgi parameter*; a client's "Remote-User:" header arrives as
@@ -246,7 +246,7 @@ KVMMGR_PEER_PROOF_SECONDS = env_float("KVMMGR_PEER_PROOF_SECONDS", 600.0, minimu
 # virt-install gets this long before the create job gives up on it.
 KVMMGR_VIRT_INSTALL_TIMEOUT = env_float("KVMMGR_VIRT_INSTALL_TIMEOUT", 600.0, minimum=10.0)
 
-# Stats (issue 6): how often every online node is sampled, and how long each
+# Stats: how often every online node is sampled, and how long each
 # resolution is kept (raw samples, then per-minute and per-hour min/avg/max).
 KVMMGR_STATS_INTERVAL = env_float("KVMMGR_STATS_INTERVAL", 5.0, minimum=1.0)
 KVMMGR_STATS_RAW_HOURS = env_float("KVMMGR_STATS_RAW_HOURS", 24.0, minimum=1.0)

@@ -1,4 +1,4 @@
-"""Stats: CPU/RAM samples per VM and node, and the charts drawn from them (issue 6)."""
+"""Stats: CPU/RAM samples per VM and node, and the charts drawn from them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VPN: managed OpenVPN overlays between nodes (issue 5)."""
+"""VPN: managed OpenVPN overlays between nodes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Child programs that never outlive the worker that started them (issue 15 item 9).
+"""Child programs that never outlive the worker that started them.
 
 A Celery worker killed mid-job (OOM, SIGKILL, a host reboot of the manager) used to
 leave virt-install running: it went on creating a VM that the failed job did not

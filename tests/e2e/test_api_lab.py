@@ -1,4 +1,4 @@
-"""A live migration driven through the REST API only (issue 16), on the real lab.
+"""A live migration driven through the REST API only, on the real lab.
 
 The deployed site (nginx, uwsgi, Celery worker) manages node1; everything else is
 API calls with an admin's token: register node2, confirm both host keys, create a

@@ -1,4 +1,4 @@
-"""Browser consoles through the manager (issue 14), on real qemu guests.
+"""Browser consoles through the manager, on real qemu guests.
 
 The deployed site (nginx basic auth, uwsgi, Celery, the console proxy) manages the
 lab's node1 and nat2; nat2 is reached only through its router's port forward, and

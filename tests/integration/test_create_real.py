@@ -124,7 +124,7 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
 
     vm = VirtualMachine.objects.get(name="ci-import1")
     assert (vm.node, vm.state, vm.vcpus, vm.memory_mib) == (node, VMState.RUNNING, 1, 128)
-    # On the node's loopback, never the URI's host (issue 18).
+    # On the node's loopback, never the URI's host.
     assert vm.vnc_listen == "127.0.0.1" and vm.vnc_port and vm.vnc_port >= 5900
     password = vncsecret.unseal(vm.vnc_password_sealed)
     assert password and password not in job.log and password not in job.command

@@ -1,4 +1,4 @@
-"""Evacuating a node through the tunnel onto a node behind NAT, and back (issue 13).
+"""Evacuating a node through the tunnel onto a node behind NAT, and back.
 
 vpn1 (public) and nat2 (behind its router, reached by the manager only through the
 port forward) are joined by the product's tunnel. A real Celery worker (prefork, on

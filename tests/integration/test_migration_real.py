@@ -288,7 +288,7 @@ def test_link_cut_mid_copy_keeps_vm_on_source_and_reconciler_cleans_up(
         cutter.join(5)
         assert cut.is_set(), "the migration never started copying"
         assert job.status == JobStatus.FAILED, job.log
-        # The truth, quickly: within the stall timeout + 15 s of the cut (issue 11), with
+        # The truth, quickly: within the stall timeout + 15 s of the cut, with
         # the default abort wait (libvirt holds a cut migration 'cancelled' for minutes).
         took = ended_at - cut_at[0]
         print(f"LINK-CUT job failed {took:.1f}s after the cut: {job.error}")

@@ -2,7 +2,7 @@
 
 Topology: tests/lab/nat.py. ``nat2`` is registered as
 ``qemu+ssh://root@198.51.100.254:2222/system``; the manager has no route to its own
-address (198.18.0.12) nor into the tunnel. Every VM action (issue 18) goes through that
+address (198.18.0.12) nor into the tunnel. Every VM action goes through that
 path, and migrations with media attached go through the product's tunnel to ``vpn1``.
 """
 

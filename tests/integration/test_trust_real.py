@@ -1,4 +1,4 @@
-"""Migration trust on real sshd (issue 15 item 6): never installed for a node whose
+"""Migration trust on real sshd: never installed for a node whose
 host key no admin confirmed, installed between the two nodes of a migration only,
 and taken off the peers with the node."""
 

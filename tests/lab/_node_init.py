@@ -27,7 +27,7 @@ BIND_MOUNTS = {
     # Each node has its own root ~/.ssh, as a real host would: authorized_keys,
     # known_hosts and the keys node-to-node (peer-to-peer) migration uses.
     "rootssh": "/root/.ssh",
-    # OpenVPN config and runtime (pidfile, log) are per host too (vpn app, issue 5).
+    # OpenVPN config and runtime (pidfile, log) are per host too (vpn app).
     "openvpn": "/etc/openvpn",
     "openvpnrun": "/run/openvpn",
 }

@@ -1,4 +1,4 @@
-"""The REST API (issue 16): tokens, every endpoint for every role, errors as JSON that
+"""The REST API: tokens, every endpoint for every role, errors as JSON that
 change nothing, the audit log naming the token, and the committed schema."""
 
 from __future__ import annotations

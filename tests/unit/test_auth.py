@@ -165,7 +165,7 @@ def test_adduser_writes_htpasswd_and_user_together(
 def test_adduser_demotes_a_superuser_for_real(
     db: None, htfile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 15 item 4: the role is the one source of truth, superuser or not."""
+    """The role is the one source of truth, superuser or not."""
     from django.contrib.auth import get_user_model
 
     get_user_model().objects.create_superuser("boss", password="x" * 12)

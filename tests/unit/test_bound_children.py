@@ -45,7 +45,7 @@ def _wait(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_a_child_dies_when_the_worker_that_started_it_is_killed() -> None:
-    """Issue 15 item 9: virt-install outlived a SIGKILLed worker and made a VM."""
+    """virt-install outlived a SIGKILLed worker and made a VM."""
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r}); "
         "from nodes.hypervisor.bound import run_bound; run_bound(['sleep', '60'], timeout=120)"

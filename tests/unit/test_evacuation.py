@@ -1,4 +1,4 @@
-"""Evacuation planning and requests (issue 13), from the database alone."""
+"""Evacuation planning and requests, from the database alone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 15: what a careless admin or a crafted request could do; each one once failed."""
+"""Hardening: what a careless admin or a crafted request could do; each one once failed."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_job_list_filter_is_wired_by_a_static_script(admin_client: Client) -> No
 
 @pytest.mark.django_db
 def test_a_stopped_vms_fixed_vnc_port_stays_reserved(node_xml) -> None:
-    """Issue 15 item 8: a new VM took the port of a stopped one; they could not both run."""
+    """A new VM took the port of a stopped one; they could not both run."""
 
     uri = node_xml([FakeDomain("old", "77777777-7777-7777-7777-777777777777",
                                RUNSTATE_SHUTOFF, vnc_port=5905)], name="n1")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Failed logins (issue 15 item 2): recorded in the audit log, and an address that
+"""Failed logins: recorded in the audit log, and an address that
 keeps failing is refused without its password being checked."""
 
 from __future__ import annotations

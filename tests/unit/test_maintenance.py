@@ -1,4 +1,4 @@
-"""Node maintenance (issue 13, first part): a node in maintenance takes no new VMs and
+"""Node maintenance: a node in maintenance takes no new VMs and
 no migrations, is marked wherever nodes are listed, and every change is audited."""
 
 from __future__ import annotations

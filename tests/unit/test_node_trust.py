@@ -1,4 +1,4 @@
-"""Issue 15 item 6: no migration trust without an admin's confirmation of the host key,
+"""No migration trust without an admin's confirmation of the host key,
 only between the nodes of a migration, and withdrawn with the node."""
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def refresh_node(node: Node) -> RefreshResult:
         if _facts_due(node, attempted):
             facts = collect_facts(node.uri)
     except HypervisorError as exc:
-        # A node reached through a VPN tunnel is reported as "VPN down" (issue 5).
+        # A node reached through a VPN tunnel is reported as "VPN down".
         message = unreachable_reason(node, exc.message)
         Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=message)
         log.warning("inventory of %s failed: %s", node.name, message)

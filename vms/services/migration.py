@@ -413,7 +413,7 @@ def start_peer_check(
 
     It is the only pre-check that costs a round trip of its own; the libvirt ones
     go over the manager's pooled connections meanwhile, so a job pays for the
-    slower of the two, not their sum (issue 11: fixed costs).
+    slower of the two, not their sum (a fixed cost of every job).
     """
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-check")
     future = executor.submit(trust.ensure, source, dest, MIGRATION_PORT if live else None)

@@ -1,4 +1,4 @@
-"""Reusing a recent proof that a node reaches another's peer path (issue 11: fixed costs).
+"""Reusing a recent proof that a node reaches another's peer path (a fixed cost of every job).
 
 Before a live migration the source opens the destination's libvirt over the peer
 path and knocks on its migration port: one ssh session, about a second. A live
