@@ -227,9 +227,9 @@ KVMMGR_OFFLINE_AFTER_INTERVALS = env_int("KVMMGR_OFFLINE_AFTER_INTERVALS", 3, mi
 
 # A running job touches its heartbeat this often; the reaper fails it after STALE_AFTER.
 KVMMGR_JOB_HEARTBEAT = env_float("KVMMGR_JOB_HEARTBEAT", 5.0, minimum=0.1)
+KVMMGR_JOB_STALE_AFTER = env_float("KVMMGR_JOB_STALE_AFTER", 60.0, minimum=1.0)
 # An evacuation leaves at least this much memory free on each destination it plans.
 KVMMGR_EVACUATE_MEMORY_RESERVE_MIB = env_int("KVMMGR_EVACUATE_MEMORY_RESERVE_MIB", 256, minimum=0)
-KVMMGR_JOB_STALE_AFTER = env_float("KVMMGR_JOB_STALE_AFTER", 60.0, minimum=1.0)
 # How often failed migrations are re-checked on both nodes and their leftovers removed.
 KVMMGR_RECONCILE_INTERVAL = env_float("KVMMGR_RECONCILE_INTERVAL", 60.0, minimum=5.0)
 # After an abort, how long a migration job waits for libvirt to roll back before it
