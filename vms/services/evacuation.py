@@ -121,32 +121,43 @@ def _tunnel_down(source: Node, dest: Node) -> str:
     return ""
 
 
-def _why_not(
-    vm: VirtualMachine, source: Node, dest: Node, free_mib: int, room: dict[str, int]
-) -> str:
-    """Why ``vm`` cannot go to ``dest`` now, or "" when it fits."""
+def _path_problem(source: Node, dest: Node) -> str:
+    """What keeps every VM of ``source`` from ``dest``, whatever the VM, or ""."""
     if not dest.is_online:
         return f"{dest.name} is {dest.status_label}"
     if dest.in_maintenance:
         return f"{dest.name} is in maintenance"
-    if trust.unconfirmed(source, dest):
-        names = ", ".join(n.name for n in trust.unconfirmed(source, dest))
+    unconfirmed = trust.unconfirmed(source, dest)
+    if unconfirmed:
+        names = ", ".join(n.name for n in unconfirmed)
         return f"host key of {names} not confirmed (manage.py trustnode)"
-    tunnel = _tunnel_down(source, dest)
-    if tunnel:
-        return tunnel
+    return _tunnel_down(source, dest)
+
+
+def _kind_problem(source: Node, dest: Node) -> str:
+    if source.effective_virt_type != dest.effective_virt_type:
+        kinds = f"{dest.effective_virt_type} vs {source.effective_virt_type}"
+        return f"{dest.name} runs another kind of guest ({kinds})"
+    return ""
+
+
+def _why_not(
+    vm: VirtualMachine,
+    dest: Node,
+    disks: list[tuple[str, int]],
+    free_mib: int,
+    room: dict[str, int],
+) -> str:
+    """Why ``vm`` (with ``disks``) cannot go to ``dest`` given what is left there, or ""."""
     if VirtualMachine.objects.present().filter(node=dest, name=vm.name).exists():
         return f"{dest.name} already has a VM named {vm.name}"
     if vm.memory_mib > free_mib:
         return f"{dest.name} has {max(free_mib, 0)} MiB to spare, {vm.name} needs {vm.memory_mib}"
-    for directory, size in _disk_needs(vm, source):
+    for directory, size in disks:
         if directory not in room:
             return f"{dest.name} has no storage pool for {directory}"
         if size > room[directory]:
             return f"{dest.name}'s pool for {directory} has {room[directory] // 2**20} MiB free"
-    if source.effective_virt_type != dest.effective_virt_type:
-        kinds = f"{dest.effective_virt_type} vs {source.effective_virt_type}"
-        return f"{dest.name} runs another kind of guest ({kinds})"
     return ""
 
 
@@ -168,10 +179,17 @@ def plan(
         }
         for n in targets
     }
+    # Node-level checks read known_hosts and the tunnels once per destination, not per VM.
+    path = {n.pk: _path_problem(source, n) for n in targets}
+    kind = {n.pk: _kind_problem(source, n) for n in targets}
     result = Plan()
     for vm in sorted(vms, key=lambda v: (v.memory_mib, v.name)):
         move = Move(str(vm.uuid), vm.name, vm.memory_mib, vm.state == VMState.RUNNING)
-        reasons = {n.name: _why_not(vm, source, n, free[n.pk], room[n.pk]) for n in targets}
+        disks = _disk_needs(vm, source)
+        reasons = {
+            n.name: path[n.pk] or _why_not(vm, n, disks, free[n.pk], room[n.pk]) or kind[n.pk]
+            for n in targets
+        }
         fitting = [n for n in targets if not reasons[n.name]]
         if not fitting:
             move.state = "stays"
@@ -181,7 +199,7 @@ def plan(
             move.dest = best.name
             move.reason = f"{free[best.pk]} MiB to spare there, the most of {len(fitting)} that fit"
             free[best.pk] -= vm.memory_mib
-            for directory, size in _disk_needs(vm, source):
+            for directory, size in disks:
                 room[best.pk][directory] -= size
         result.moves.append(move)
     return result
