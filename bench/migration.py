@@ -148,7 +148,7 @@ class Mark:
 
 def _timed_handler(marks: list[Mark]) -> Callable[[Any], None]:
     """The product's handler, with every log/progress call timestamped."""
-    from vms.services.migration import run_migrate
+    from vms.services.migration.live import run_migrate
 
     def handler(ctx: Any) -> None:
         original_log, original_progress = ctx.log, ctx.progress
@@ -243,7 +243,8 @@ def product_migration(
     from vms.choices import JobStatus
     from vms.models import Job, VirtualMachine
     from vms.services import jobs
-    from vms.services.migration import parse_options, request_migration
+    from vms.services.migration.options import parse_options
+    from vms.services.migration.request import request_migration
 
     vm = VirtualMachine.objects.get(uuid=vm_uuid)
     if vm.node_id != source.pk:

@@ -138,7 +138,8 @@ def throughput(
 def migrate(vm: Any, dest: Any) -> tuple[float, Any]:
     from vms.choices import JobStatus
     from vms.services import jobs
-    from vms.services.migration import parse_options, request_migration
+    from vms.services.migration.options import parse_options
+    from vms.services.migration.request import request_migration
 
     job = request_migration(vm, dest, parse_options({}), actor())
     started = time.monotonic()

@@ -13,7 +13,7 @@ from kvmmgr.access import Actor, Permission
 from vms.choices import JobStatus
 from vms.models import Job
 from vms.services.jobs import abort_permission, request_abort
-from vms.services.migration import request_postcopy
+from vms.services.migration.request import request_postcopy
 
 PAGE_SIZE = 50
 

@@ -12,10 +12,11 @@ from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.models import VirtualMachine
-from vms.services.convergence import TimeoutPolicy
 from vms.services.jobs import JobConflict
-from vms.services.migration import MigrationOptions, parse_options, request_migration
-from vms.services.migration_features import COMPRESSION_CHOICES, feature_labels, shared_labels
+from vms.services.migration.convergence import TimeoutPolicy
+from vms.services.migration.features import COMPRESSION_CHOICES, feature_labels, shared_labels
+from vms.services.migration.options import MigrationOptions, parse_options
+from vms.services.migration.request import request_migration
 
 OPTION_FIELDS = (
     "bandwidth_mib_s",

@@ -27,7 +27,7 @@ from nodes.models import Node
 from stats.services import series
 from vms.models import Job, VirtualMachine
 from vms.services.jobs import request_abort
-from vms.services.migration import request_postcopy
+from vms.services.migration.request import request_postcopy
 from vpn import jobs as vpn_jobs
 from vpn.models import Tunnel
 

@@ -25,7 +25,8 @@ from nodes.models import Node
 from vms.models import VirtualMachine
 from vms.services import console_tickets, lifecycle
 from vms.services.create import CreateRequest, submit_create
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 
 
 def _node(name: str, field: str) -> Node:

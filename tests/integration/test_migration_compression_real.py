@@ -25,7 +25,8 @@ from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus
 from vms.models import VirtualMachine
 from vms.services import inventory, jobs
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 
 
 def _register(node: LabNode) -> Node:

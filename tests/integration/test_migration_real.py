@@ -28,7 +28,8 @@ from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, reconcile
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 from vms.services.reconcile import reconcile_all
 
 RECORD = re.compile(r"KVMMGR-RECORD (\d+)")
@@ -223,7 +224,7 @@ def test_abort_mid_migration_leaves_vm_on_source(
     job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("tester"))
 
     def abort_when_copying(ctx: jobs.JobContext) -> None:
-        from vms.services.migration import run_migrate
+        from vms.services.migration.live import run_migrate
 
         original = ctx.progress
 
@@ -471,7 +472,8 @@ def test_cold_migration_of_a_stopped_vm_copies_its_disk(
 def test_switch_to_postcopy_on_request_finishes_the_migration(
     manager_ssh: Path, lab_node: LabNode, lab_node2: LabNode, migrating_guest: GuestInfo
 ) -> None:
-    from vms.services.migration import request_postcopy, run_migrate
+    from vms.services.migration.live import run_migrate
+    from vms.services.migration.request import request_postcopy
 
     _register(lab_node)
     node1, node2 = Node.objects.get(name="node1"), _register(lab_node2)

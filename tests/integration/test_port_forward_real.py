@@ -30,7 +30,8 @@ from vms.choices import JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
 from vms.services.create import CreateRequest, submit_create
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 from vpn import services
 
 IMAGES = Path("/var/lib/libvirt/images")

@@ -38,7 +38,9 @@ from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs
-from vms.services.migration import parse_options, request_migration, run_migrate
+from vms.services.migration.live import run_migrate
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 from vms.services.reconcile import reconcile_all
 from vpn import jobs as vpn_jobs
 from vpn import services

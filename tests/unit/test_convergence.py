@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vms.services.convergence import (
+from vms.services.migration.convergence import (
     ActionKind,
     ConvergencePolicy,
     Sample,

@@ -21,7 +21,8 @@ from tests.factories import make_node, make_vm
 from vms.choices import VMState
 from vms.models import Job
 from vms.services.create import CreateRequest, validate
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 
 pytestmark = pytest.mark.django_db
 

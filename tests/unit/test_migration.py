@@ -15,13 +15,10 @@ from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_f
 from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind, JobStatus, VMState
 from vms.services.jobs import JobConflict
-from vms.services.migration import (
-    MigrationOptions,
-    parse_options,
-    request_migration,
-    tcg_live_migration_warning,
-)
-from vms.services.migration_watch import DestinationWatch, StallWatch, destination_lost_reason
+from vms.services.migration.options import MigrationOptions, parse_options
+from vms.services.migration.prechecks import tcg_live_migration_warning
+from vms.services.migration.request import request_migration
+from vms.services.migration.watch import DestinationWatch, StallWatch, destination_lost_reason
 
 
 def _online(name: str, host: str = "127.0.0.1", **fields: object):
@@ -280,7 +277,7 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
 
     from tests.factories import actor
     from vms.models import Job
-    from vms.services.migration import request_postcopy
+    from vms.services.migration.request import request_postcopy
 
     source, dest = _online("n1"), _online("n2", "localhost")
     vm = make_vm(source, name="web")
@@ -405,14 +402,14 @@ def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin
 def test_auto_converge_is_used_over_a_slow_link_unless_turned_off(settings) -> None:
     from tests.factories import actor
     from vms.services.jobs import JobContext
-    from vms.services.migration import _auto_converge
+    from vms.services.migration.prechecks import auto_converge_wanted
 
     source, dest = _online("n1"), _online("n2", "localhost")
     job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
     ctx = JobContext(job)
-    assert not _auto_converge(ctx, parse_options({}), dest)  # nothing says the link is slow
-    assert _auto_converge(ctx, parse_options({"auto_converge": "on"}), dest)
-    assert _auto_converge(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
+    assert not auto_converge_wanted(ctx, parse_options({}), dest)  # nothing says the link is slow
+    assert auto_converge_wanted(ctx, parse_options({"auto_converge": "on"}), dest)
+    assert auto_converge_wanted(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
     assert "auto-converge: on (the bandwidth is capped at 10 MiB/s)" in job.log
     settings.KVMMGR_AUTO_CONVERGE_SLOW_LINKS = False
-    assert not _auto_converge(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
+    assert not auto_converge_wanted(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)

@@ -26,8 +26,9 @@ from nodes.hypervisor.migration import MigrationRequest
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from vms.models import Job
-from vms.services import migration_features as mf
-from vms.services.migration import MigrationOptions, parse_options, request_migration
+from vms.services.migration import features as mf
+from vms.services.migration.options import MigrationOptions, parse_options
+from vms.services.migration.request import request_migration
 
 DEBIAN12 = ("9.0.0", "7.2.0")
 DEBIAN13 = ("11.3.0", "10.0.2")

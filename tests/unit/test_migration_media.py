@@ -24,9 +24,10 @@ from nodes.hypervisor.xml import parse_domain_devices, without_media
 from tests.factories import make_node, make_vm
 from vms.choices import JobKind, MediaRemedy
 from vms.models import Job
-from vms.services import migration_media
 from vms.services.jobs import JobContext
-from vms.services.migration import parse_options, remove_created_volumes
+from vms.services.migration import media as migration_media
+from vms.services.migration.options import parse_options
+from vms.services.migration.volumes import remove_created_volumes
 
 ISO = "/var/lib/libvirt/images/tiny.iso"
 ISO_SIZE = 374784

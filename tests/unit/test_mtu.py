@@ -17,7 +17,7 @@ from tests.factories import make_node, make_vm
 from vms.choices import JobKind
 from vms.models import Job
 from vms.services.jobs import JobContext
-from vms.services.migration import warn_nic_mtus
+from vms.services.migration.prechecks import warn_nic_mtus
 
 
 def write_dest(path: Path) -> str:

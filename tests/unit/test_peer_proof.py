@@ -12,7 +12,7 @@ from nodes.models import Node
 from tests.factories import make_node, make_vm
 from vms.choices import JobKind, JobStatus
 from vms.models import Job
-from vms.services import peer_proof
+from vms.services.migration import peer_proof
 
 
 def _migration(source: Node, dest: Node, *, ago_s: float, path: str, status: str) -> Job:

@@ -9,7 +9,7 @@ import pytest
 from nodes.hypervisor.errors import HypervisorError
 from nodes.models import Node
 from tests.factories import make_node
-from vms.services.migration import _explain_link_loss
+from vms.services.migration.links import explain_link_loss
 from vpn import services
 from vpn.choices import VpnState
 from vpn.models import TunnelMember
@@ -38,7 +38,7 @@ def members(db: None) -> tuple[Node, Node]:
 def test_a_broken_migration_towards_a_tunnel_member_names_the_tunnel(members) -> None:
     server, client = members
     failure = HypervisorError("operation failed: job 'migration out' failed", uri=client.uri)
-    explained = _explain_link_loss(failure, client, server)
+    explained = explain_link_loss(failure, client, server)
     assert explained.message.startswith("VPN down: tunnel t1 is in error on nat1 ("), explained
     assert "The migration to nat1 at 100.64.0.1 broke (operation failed" in explained.message
     assert explained.message.endswith("the VM stays on nat2.")
@@ -52,4 +52,4 @@ def test_a_migration_outside_any_tunnel_keeps_libvirts_words(members) -> None:
     Node.objects.filter(pk=server.pk).update(migration_address="")
     server.refresh_from_db()
     failure = HypervisorError("operation failed: job 'migration out' failed")
-    assert _explain_link_loss(failure, client, server) is failure
+    assert explain_link_loss(failure, client, server) is failure

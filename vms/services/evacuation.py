@@ -30,7 +30,8 @@ from vms.choices import JobKind, JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobAborted, JobConflict, JobContext, JobFailed, submit
-from vms.services.migration import parse_options, request_migration
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 
 POLL_SECONDS = 1.0
 MAX_PARALLEL = 8

@@ -48,7 +48,7 @@ HANDLERS: dict[str, str] = {
     JobKind.FORCE_OFF: "vms.services.lifecycle.run_force_off",
     JobKind.REBOOT: "vms.services.lifecycle.run_reboot",
     JobKind.DELETE: "vms.services.lifecycle.run_delete",
-    JobKind.MIGRATE: "vms.services.migration.run_migrate",
+    JobKind.MIGRATE: "vms.services.migration.live.run_migrate",
     JobKind.EVACUATE: "vms.services.evacuation.run_evacuate",
     # By name, so vms never imports vpn (vpn.jobs imports this module).
     JobKind.VPN_UP: "vpn.jobs.run_action",

@@ -23,7 +23,7 @@ from vms.choices import JobKind, JobStatus, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobContext
-from vms.services.migration import settle_destination
+from vms.services.migration.settle import settle_destination
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from vms.choices import JobStatus
 from vms.management.commands._jobcli import follow, job_as_dict
 from vms.models import Job
 from vms.services.jobs import request_abort
-from vms.services.migration import request_postcopy
+from vms.services.migration.request import request_postcopy
 
 
 class Command(BaseCommand):

@@ -11,9 +11,10 @@ from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
 from vms.models import Job, VirtualMachine
-from vms.services.convergence import TimeoutPolicy
-from vms.services.migration import parse_options, request_migration
-from vms.services.migration_features import COMPRESSION_CHOICES
+from vms.services.migration.convergence import TimeoutPolicy
+from vms.services.migration.features import COMPRESSION_CHOICES
+from vms.services.migration.options import parse_options
+from vms.services.migration.request import request_migration
 
 
 class Command(BaseCommand):

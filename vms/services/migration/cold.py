@@ -9,31 +9,21 @@ volumes again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
 from vms.models import VirtualMachine
-from vms.services import inventory, migration_media
+from vms.services import inventory
 from vms.services.jobs import JobContext
-
-if TYPE_CHECKING:
-    from vms.services.migration import MigrationOptions
-
-MIB = 1024 * 1024
+from vms.services.migration import media as migration_media
+from vms.services.migration.options import MIB, MigrationOptions
+from vms.services.migration.prechecks import check_disk_placement, warn_nic_mtus
+from vms.services.migration.volumes import create_volumes, remove_created_volumes
 
 
 def run_cold(
     ctx: JobContext, vm: VirtualMachine, source: Node, dest: Node, options: MigrationOptions
 ) -> None:
-    from vms.services.migration import (
-        check_disk_placement,
-        create_volumes,
-        remove_created_volumes,
-        warn_nic_mtus,
-    )
-
     uuid = str(vm.uuid)
     ctx.set_command(
         [
