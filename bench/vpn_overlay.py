@@ -259,7 +259,7 @@ def _write_configs(root: Path, node: Any, edit: Callable[[str], str] | None) -> 
     from vpn.models import TunnelMember
 
     member = TunnelMember.objects.select_related("tunnel", "node").get(node=node)
-    for f in services._files(member):
+    for f in services.node_files(member):
         text = f.content.replace(paths.CONF_DIR, str(root / "etc")).replace(
             paths.RUN_DIR, str(root / "run")
         )
@@ -293,7 +293,7 @@ def standalone_tunnel(
 ) -> Iterator[tuple[str, str, str]]:
     """Two private namespaces joined by one veth pair, the product's tunnel between them.
 
-    The OpenVPN configs are the product's (``vpn.services._files``: same PKI,
+    The OpenVPN configs are the product's (``vpn.services.node_files``: same PKI,
     templates, cipher and MTU), written to a temp dir instead of a node's
     /etc/openvpn (only the file paths in them are rewritten; ``edit`` may change
     a config further, for tuning experiments), and run with ``openvpn --daemon``

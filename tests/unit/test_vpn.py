@@ -113,7 +113,7 @@ def test_rendered_configs(two_nodes) -> None:
     )
     member = services.add_client(tunnel, client)
     srv = TunnelMember.objects.get(node=server)
-    srv_files = {f.path: f for f in services._files(srv)}
+    srv_files = {f.path: f for f in services.node_files(srv)}
     conf = srv_files["/etc/openvpn/kvmmgr/t1.conf"]
     assert conf.mode == 0o600
     assert "dev kvpn-t1" in conf.content and "dev-type tun" in conf.content
@@ -124,7 +124,7 @@ def test_rendered_configs(two_nodes) -> None:
     assert "PRIVATE KEY" not in repr(conf)  # never in logs or tracebacks
     ccd = srv_files["/etc/openvpn/kvmmgr/t1-ccd/node2"].content
     assert "ifconfig-push 100.64.0.2 255.255.255.0" in ccd
-    client_conf = services._files(member)[0].content
+    client_conf = services.node_files(member)[0].content
     assert "remote 198.51.100.11 1194" in client_conf
     assert "verify-x509-name node1 name" in client_conf
     # Migration bursts need more than the kernel's default UDP buffers, on both ends.
@@ -138,7 +138,7 @@ def test_bridged_config_joins_the_vm_bridge(two_nodes) -> None:
         name="b1", subnet="100.64.0.0/24", server=server, mode="bridged", bridge="br0"
     )
     member = services.add_client(tunnel, client)
-    files = {f.path: f for f in services._files(member)}
+    files = {f.path: f for f in services.node_files(member)}
     conf = files["/etc/openvpn/kvmmgr/b1.conf"].content
     assert "dev-type tap" in conf and "tun-mtu 1400" in conf and "ifconfig-noexec" in conf
     assert 'up "/etc/openvpn/kvmmgr/kvmmgr-bridge up br0 100.64.0.2/24 1400"' in conf
@@ -219,7 +219,7 @@ def test_render_substitutes_every_placeholder(two_nodes) -> None:
     tunnel = services.create_tunnel(name="t1", subnet="100.64.0.0/24", server=server)
     services.add_client(tunnel, client)
     for member in TunnelMember.objects.all():
-        for node_file in services._files(member):
+        for node_file in services.node_files(member):
             assert "$" not in node_file.content.replace("$@", ""), node_file.path
     assert render.server_endpoint(tunnel, TunnelMember.objects.get(node=server)) == "198.51.100.11"
 

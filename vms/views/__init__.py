@@ -1,0 +1,1 @@
+"""The VM pages: list, detail, create, actions, migrate, console."""
