@@ -8,7 +8,6 @@ from vms import (
     views_console,
     views_create,
     views_detail,
-    views_jobs,
     views_migrate,
 )
 
@@ -44,9 +43,4 @@ urlpatterns = [
         views_console.vm_console_native,
         name="vm_console_native",
     ),
-    path("jobs/", views_jobs.job_list, name="job_list"),
-    path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
-    path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),
-    path("jobs/<int:pk>/abort/", views_jobs.job_abort, name="job_abort"),
-    path("jobs/<int:pk>/postcopy/", views_jobs.job_postcopy, name="job_postcopy"),
 ]

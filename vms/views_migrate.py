@@ -8,12 +8,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from jobs.errors import JobConflict
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.models import VirtualMachine
 from vms.services.convergence import TimeoutPolicy
-from vms.services.jobs import JobConflict
 from vms.services.migration import MigrationOptions, parse_options, request_migration
 from vms.services.migration_features import COMPRESSION_CHOICES, feature_labels, shared_labels
 
@@ -64,7 +64,7 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
             errors = {"__all__": [str(exc)]}
         else:
             messages.success(request, f"Migration of {vm.name} to {dest.name} queued.")
-            return redirect("vms:job_detail", pk=job.pk)
+            return redirect("jobs:job_detail", pk=job.pk)
     return render(
         request,
         "vms/vm_migrate.html",

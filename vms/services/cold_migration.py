@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from jobs.context import JobContext
 from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
 from vms.models import VirtualMachine
 from vms.services import inventory, migration_media
-from vms.services.jobs import JobContext
 
 if TYPE_CHECKING:
     from vms.services.migration import MigrationOptions

@@ -19,6 +19,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.errors import JobAborted
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.features import parse_version
@@ -29,12 +34,11 @@ from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.xml import domain_virt_type
 from nodes.models import Node
 from nodes.services import registry, trust
-from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind, MediaRemedy, VMState
+from vms.models import VirtualMachine
 from vms.services import inventory, migration_media, peer_proof
 from vms.services import migration_features as mf
 from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
-from vms.services.jobs import JobAborted, JobContext, submit
 from vms.services.migration_features import COMPRESSION_CHOICES
 from vms.services.migration_watch import (
     DestinationLost,

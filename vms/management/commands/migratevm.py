@@ -6,11 +6,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.models import Job
 from kvmmgr.access import Actor
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services.convergence import TimeoutPolicy
 from vms.services.migration import parse_options, request_migration
 from vms.services.migration_features import COMPRESSION_CHOICES
