@@ -11,7 +11,7 @@ job's error, without a traceback) and hooks to run after the reaper failed a job
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,6 @@ class JobType:
     actions: tuple[JobAction, ...] = ()
     migration_like: bool = False  # shows the migration figures on the job page
     detail_template: str = ""  # included on the job's page, with ``job`` in its context
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolve_handler(self) -> Handler:
         return import_string(self.handler) if isinstance(self.handler, str) else self.handler

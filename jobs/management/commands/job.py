@@ -55,7 +55,7 @@ class Command(BaseCommand):
                     done = actions.perform(job, name, actor)
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from exc
-            self.stdout.write(f"{done.done} for job {job.pk}")
+            self.stdout.write(f"{done.done[:1].lower()}{done.done[1:]} for job {job.pk}")
         if opts["follow"]:
             job = follow(job, self.stdout, show_log=not opts["json"])
         else:
