@@ -8,7 +8,7 @@ behind its router; the product's tunnel between them). N idle TCG guests (128 Mi
 64 MiB disk) start on vpn1; each arm moves all of them to nat2 and the benchmark
 (untimed) moves them back with raw virsh before the next arm. The arms alternate
 order over two rounds. "Product" is ``request_evacuation`` + the parent job with its
-child migration jobs run as a worker runs them (each job by ``jobs.execute`` in its
+child migration jobs run as a worker runs them (each job by ``runner.execute`` in its
 own thread, the database as the only channel); "raw" is the loop an admin would type:
 per guest ``vol-create-as`` on the destination then ``virsh migrate --live --p2p
 --copy-storage-all --persistent --undefinesource`` over the tunnel. Reported: total
@@ -34,8 +34,8 @@ def _executor(stop: threading.Event) -> None:
     """Run every queued job as soon as it appears, each in its own thread (a worker)."""
     from django.db import connection
 
-    from vms.choices import JobStatus
-    from vms.models import Job
+    from jobs.choices import JobStatus
+    from jobs.models import Job
 
     started: set[int] = set()
     try:
@@ -52,19 +52,19 @@ def _executor(stop: threading.Event) -> None:
 def _run_job(pk: int) -> None:
     from django.db import connection
 
-    from vms.services import jobs
+    from jobs import runner
 
     try:
-        jobs.execute(pk)
+        runner.execute(pk)
     finally:
         connection.close()
 
 
 def product(server: Any, client: Any, parallel: int) -> dict[str, Any]:
     """One evacuation; ``parallel`` also into the one destination (--per-destination)."""
+    from jobs.choices import JobStatus
+    from jobs.models import Job
     from kvmmgr.access import Actor
-    from vms.choices import JobStatus
-    from vms.models import Job
     from vms.services.evacuation import request_evacuation
 
     t0 = time.perf_counter()

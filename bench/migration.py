@@ -12,7 +12,7 @@ fresh lab with ``node1`` and ``node2`` and tears it down at the end.
    idle and once dirtying ~6 MiB/s, migrates back and forth. Each round is
    product (there), raw (back), raw (there), product (back), so both methods run
    the same number of times in each direction, interleaved. "Product" is the
-   whole job: ``request_migration`` + ``jobs.execute`` (pre-checks, destination
+   whole job: ``request_migration`` + ``runner.execute`` (pre-checks, destination
    volume, libvirt migration, removal of the source copy, inventory refresh of
    both nodes). "Raw" is ``virsh vol-create-as`` on the destination plus
    ``virsh migrate --live --p2p --copy-storage-all --persistent --undefinesource``
@@ -240,9 +240,10 @@ class Run:
 def product_migration(
     vm_uuid: str, guest: str, source: Any, dest: Any, options: dict[str, Any]
 ) -> Run:
-    from vms.choices import JobStatus
-    from vms.models import Job, VirtualMachine
-    from vms.services import jobs
+    from jobs import runner
+    from jobs.choices import JobStatus
+    from jobs.models import Job
+    from vms.models import VirtualMachine
     from vms.services.migration.options import parse_options
     from vms.services.migration.request import request_migration
 
@@ -252,7 +253,7 @@ def product_migration(
     marks: list[Mark] = []
     t0 = time.perf_counter()
     job = request_migration(vm, dest, parse_options(options), actor())
-    status = jobs.execute(job.pk, handler=_timed_handler(marks))
+    status = runner.execute(job.pk, handler=_timed_handler(marks))
     t_end = time.perf_counter()
     job = Job.objects.get(pk=job.pk)
     detail = job.progress_detail or {}
@@ -296,8 +297,9 @@ def cli_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
     no broker hop is hidden or added) run, ``--wait`` follows it to the end. The wall
     time is the command's, from exec to exit.
     """
-    from vms.choices import JobStatus
-    from vms.models import Job, VirtualMachine
+    from jobs.choices import JobStatus
+    from jobs.models import Job
+    from vms.models import VirtualMachine
 
     vm = VirtualMachine.objects.get(uuid=vm_uuid)
     if vm.node_id != source.pk:

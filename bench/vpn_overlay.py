@@ -136,14 +136,14 @@ def throughput(
 
 
 def migrate(vm: Any, dest: Any) -> tuple[float, Any]:
-    from vms.choices import JobStatus
-    from vms.services import jobs
+    from jobs import runner
+    from jobs.choices import JobStatus
     from vms.services.migration.options import parse_options
     from vms.services.migration.request import request_migration
 
     job = request_migration(vm, dest, parse_options({}), actor())
     started = time.monotonic()
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     seconds = time.monotonic() - started
     job.refresh_from_db()
     if job.status != JobStatus.SUCCEEDED:

@@ -24,7 +24,7 @@ from kvmmgr.access import Actor, Permission, require
 from kvmmgr.models import AuditEntry, AuditResult
 
 if TYPE_CHECKING:
-    from vms.models import Job
+    from jobs.models import Job
 
 EXPORT_FIELDS = (
     "id",

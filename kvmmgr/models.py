@@ -65,7 +65,7 @@ class AuditEntry(models.Model):
     detail = models.TextField(blank=True)
     # No FK constraint: jobs may go, the record of who asked for them stays.
     job = models.ForeignKey(
-        "vms.Job",
+        "jobs.Job",
         null=True,
         blank=True,
         on_delete=models.DO_NOTHING,

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "kvmmgr",
+    "jobs",
     "nodes",
     "vms",
     "stats",

@@ -18,5 +18,6 @@ urlpatterns = [
     path("nodes/", include("nodes.urls")),
     path("vpn/", include("vpn.urls")),
     path("stats/", include("stats.urls")),
+    path("", include("jobs.urls")),
     path("", include("vms.urls")),
 ]

@@ -9,10 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from jobs.errors import JobConflict
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.services.evacuation import request_evacuation
-from vms.services.jobs import JobConflict
 
 
 @require_http_methods(["GET", "POST"])
@@ -38,7 +38,7 @@ def node_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, text)
         return redirect("nodes:node_edit", pk=node.pk)
     if job is not None:
-        return redirect("vms:job_detail", pk=job.pk)
+        return redirect("jobs:job_detail", pk=job.pk)
     context = {
         "node": node,
         "plan": plan,

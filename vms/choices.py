@@ -1,4 +1,5 @@
-"""Named VM states: libvirt integers are translated once, in the hypervisor adapter."""
+"""Named VM states (libvirt integers are translated once, in the hypervisor adapter),
+the kinds of VM job, and migration choices."""
 
 from __future__ import annotations
 
@@ -20,23 +21,9 @@ class VMState(models.TextChoices):
         return frozenset({cls.RUNNING, cls.PAUSED, cls.SHUTTING_DOWN, cls.SUSPENDED})
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "queued"
-    RUNNING = "running", "running"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    ABORTED = "aborted", "aborted"
-
-    @classmethod
-    def active(cls) -> tuple[str, ...]:
-        return (cls.QUEUED, cls.RUNNING)
-
-    @classmethod
-    def terminal(cls) -> tuple[str, ...]:
-        return (cls.SUCCEEDED, cls.FAILED, cls.ABORTED)
-
-
 class JobKind(models.TextChoices):
+    """The kinds of job ``vms`` registers (``vms.jobkinds``); the field stores the value."""
+
     CREATE = "create", "create VM"
     START = "start", "start"
     SHUTDOWN = "shutdown", "shut down"
@@ -46,15 +33,6 @@ class JobKind(models.TextChoices):
     MIGRATE = "migrate", "migrate"
     # A parent job: moves every VM off a node (or back) through child migrate jobs.
     EVACUATE = "evacuate", "evacuate node"
-    # OpenVPN on a tunnel member (vpn/jobs.py); the target reads "tunnel t1 on node2".
-    VPN_UP = "vpn_up", "VPN up"
-    VPN_START = "vpn_start", "VPN start"
-    VPN_STOP = "vpn_stop", "VPN stop"
-    VPN_RESTART = "vpn_restart", "VPN restart"
-
-    @classmethod
-    def vpn(cls) -> tuple[str, ...]:
-        return (cls.VPN_UP, cls.VPN_START, cls.VPN_STOP, cls.VPN_RESTART)
 
 
 class MediaRemedy(models.TextChoices):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.urls import path
 
-from vms import views_jobs
 from vms.views import actions, console, create, detail, listing, migrate
 
 app_name = "vms"
@@ -35,9 +34,4 @@ urlpatterns = [
         console.vm_console_native,
         name="vm_console_native",
     ),
-    path("jobs/", views_jobs.job_list, name="job_list"),
-    path("jobs/<int:pk>/", views_jobs.job_detail, name="job_detail"),
-    path("jobs/<int:pk>/status/", views_jobs.job_status, name="job_status"),
-    path("jobs/<int:pk>/abort/", views_jobs.job_abort, name="job_abort"),
-    path("jobs/<int:pk>/postcopy/", views_jobs.job_postcopy, name="job_postcopy"),
 ]

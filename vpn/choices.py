@@ -21,3 +21,12 @@ class VpnState(models.TextChoices):
     CONNECTING = "connecting", "connecting"
     UP = "up", "up"
     ERROR = "error", "error"
+
+
+class VpnJobKind(models.TextChoices):
+    """OpenVPN on a tunnel member (``vpn.jobs``); the target reads "tunnel t1 on node2"."""
+
+    VPN_UP = "vpn_up", "VPN up"
+    VPN_START = "vpn_start", "VPN start"
+    VPN_STOP = "vpn_stop", "VPN stop"
+    VPN_RESTART = "vpn_restart", "VPN restart"

@@ -2,7 +2,7 @@
 
 ``request_action`` checks the role, audits, and submits a job (no node is
 contacted: views and commands call it); ``run_action`` is the handler a worker
-runs through ``vms.services.jobs``. One active VPN job per tunnel (lock
+runs through ``jobs.runner``. One active VPN job per tunnel (lock
 ``vpn:<tunnel>``): ``up`` of a client rewrites the server's files too, so two
 members of one tunnel are never changed at once.
 """
@@ -11,22 +11,24 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
+from jobs.context import JobContext
+from jobs.errors import JobConflict, JobFailed
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.models import Node
-from vms.choices import JobKind
-from vms.models import Job
-from vms.services.jobs import JobConflict, JobContext, JobFailed, submit
 from vpn import services
+from vpn.choices import VpnJobKind
 from vpn.models import TunnelMember
 from vpn.nodectl import VpnError
 
 #: Action name (as in ``manage.py vpn ACTION NODE``) → job kind.
 KINDS: dict[str, str] = {
-    "up": JobKind.VPN_UP,
-    "start": JobKind.VPN_START,
-    "stop": JobKind.VPN_STOP,
-    "restart": JobKind.VPN_RESTART,
+    "up": VpnJobKind.VPN_UP,
+    "start": VpnJobKind.VPN_START,
+    "stop": VpnJobKind.VPN_STOP,
+    "restart": VpnJobKind.VPN_RESTART,
 }
 ACTIONS = tuple(KINDS)
 _VERBS = {"up": "install the config and start", "start": "start", "stop": "stop"}

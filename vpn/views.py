@@ -13,11 +13,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from jobs.choices import JobStatus
+from jobs.errors import JobConflict
+from jobs.models import Job
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
-from vms.choices import JobStatus
-from vms.models import Job
-from vms.services.jobs import JobConflict
 from vpn import jobs
 from vpn.models import Tunnel, TunnelMember
 from vpn.tasks import refresh_member
@@ -52,4 +52,4 @@ def member_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, text)
         return redirect("vpn:tunnel_list")
     messages.success(request, f"Job #{job.pk} queued: {job.get_kind_display()} {job.target_name}.")
-    return redirect("vms:job_detail", pk=job.pk)
+    return redirect("jobs:job_detail", pk=job.pk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import status
 from rest_framework.response import Response
 
-from vms.models import Job
+from jobs.models import Job
 
 
 def accepted(job: Job) -> Response:

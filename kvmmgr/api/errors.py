@@ -9,8 +9,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from jobs.errors import JobConflict
 from nodes.hypervisor import HypervisorError
-from vms.services.jobs import JobConflict
 
 
 def handler(exc: Exception, context: dict[str, Any]) -> Response | None:

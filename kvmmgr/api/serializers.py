@@ -7,10 +7,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from jobs import registry
+from jobs.models import Job
 from kvmmgr.models import ApiToken, AuditEntry
 from nodes.models import Node, VirtType
 from nodes.services import hostkeys
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vpn.models import Tunnel, TunnelMember
 
 
@@ -142,6 +144,8 @@ class MigrateSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
+    # The model field has no choices (apps register their kinds): the registry's, here.
+    kind = serializers.ChoiceField(choices=registry.choices())
     url = serializers.SerializerMethodField()
     vm = serializers.SerializerMethodField()
     node = serializers.CharField(source="node.name", read_only=True, default=None)

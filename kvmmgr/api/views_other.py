@@ -11,6 +11,9 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from jobs import actions as job_actions
+from jobs.actions import request_abort
+from jobs.models import Job
 from kvmmgr import audit
 from kvmmgr.access import Permission, require
 from kvmmgr.api.auth import actor
@@ -25,9 +28,7 @@ from kvmmgr.api.serializers import (
 from kvmmgr.models import AuditEntry
 from nodes.models import Node
 from stats.services import series
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import request_abort
-from vms.services.migration.request import request_postcopy
+from vms.models import VirtualMachine
 from vpn import jobs as vpn_jobs
 from vpn.models import Tunnel
 
@@ -90,7 +91,8 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def postcopy(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
-        request_postcopy(job, actor(request))
+        # Offered by the kinds that declare it in the jobs registry (live migrations).
+        job_actions.perform(job, "postcopy", actor(request))
         return accepted(job)
 
 

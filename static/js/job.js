@@ -97,10 +97,7 @@
     if (data.active) {
       setTimeout(poll, 1000);
     } else {
-      for (const id of ["abort-form", "postcopy-form"]) {
-        const form = document.getElementById(id);
-        if (form) form.remove();
-      }
+      for (const form of document.querySelectorAll("form[data-job-action]")) form.remove();
       root.dataset.active = "0";
     }
   }

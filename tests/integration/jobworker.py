@@ -22,7 +22,7 @@ import tests.settings as settings
 settings.DATABASES["default"]["NAME"] = sys.argv[1]
 import django
 django.setup()
-from vms.services.jobs import execute
+from jobs.runner import execute
 execute(int(sys.argv[2]))
 """
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.runner import execute
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor import virtinstall
 from nodes.models import Node
@@ -19,11 +22,10 @@ from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms import vncsecret
-from vms.choices import JobStatus, VMState
-from vms.models import Job, VirtualMachine
+from vms.choices import VMState
+from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.create import CreateRequest, submit_create
-from vms.services.jobs import execute
 
 MIB = 1024**2
 

@@ -19,6 +19,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from jobs.actions import request_abort
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
@@ -28,10 +31,8 @@ from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, last_number, wait_serial_progress
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services import evacuation, inventory
-from vms.services.jobs import request_abort
 from vpn import services
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
+from jobs import reaper, runner
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -23,15 +26,15 @@ from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
-from vms.choices import JobStatus, VMState
-from vms.models import Job, VirtualMachine
-from vms.services import inventory, jobs, lifecycle
+from vms.choices import VMState
+from vms.models import VirtualMachine
+from vms.services import inventory, lifecycle
 
 IMAGES = Path("/var/lib/libvirt/images")
 
 
 def _run(job: Job) -> Job:
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     return job
 
@@ -159,7 +162,7 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
         with eager_tasks():
             _node(lab_node)
         # The worker is the subprocess below: the queue must not hand the job to anyone else.
-        with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
+        with mock.patch("jobs.tasks.run_job.delay", autospec=True) as dispatch:
             job = lifecycle.request_shutdown(_vm(guest.uuid), actor("it"), timeout=300)
         dispatch.assert_called_once_with(job.pk)
         worker = start_worker(job.pk, lab.key_path, manager_ssh)
@@ -177,7 +180,7 @@ def test_worker_killed_mid_job_is_reaped(manager_ssh: Path, lab: Lab, lab_node: 
         job.refresh_from_db()
         assert job.status == JobStatus.RUNNING  # nobody left to finish it
         with override_settings(KVMMGR_JOB_STALE_AFTER=1.0), eager_tasks():
-            assert jobs.reap_stale_jobs() == [job.pk]
+            assert reaper.reap_stale_jobs() == [job.pk]
         job.refresh_from_db()
         assert job.status == JobStatus.FAILED and job.finished_at is not None
         assert "the worker running this job stopped" in job.error

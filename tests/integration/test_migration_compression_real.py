@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import runner
+from jobs.choices import JobStatus
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
@@ -22,9 +24,8 @@ from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, serial_numbers
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus
 from vms.models import VirtualMachine
-from vms.services import inventory, jobs
+from vms.services import inventory
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
@@ -53,7 +54,7 @@ def test_zstd_multifd_compression_is_used_and_shows_in_the_stats(
     assert inventory.refresh_node(node1).ok and inventory.refresh_node(node2).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
     job = request_migration(vm, node2, parse_options({"compression": "zstd"}), actor("tester"))
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.log
     print(f"ZSTD-MIGRATION {job.progress_detail}\n{job.log}")

@@ -14,6 +14,11 @@ from unittest import mock
 import pytest
 from django.test import override_settings
 
+from jobs import reaper, runner
+from jobs.actions import request_abort
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -25,9 +30,9 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus, VMState
-from vms.models import Job, VirtualMachine
-from vms.services import inventory, jobs, reconcile
+from vms.choices import VMState
+from vms.models import VirtualMachine
+from vms.services import inventory, reconcile
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 from vms.services.reconcile import reconcile_all
@@ -72,7 +77,7 @@ def _register(node: LabNode) -> Node:
 
 def _migrate(vm: VirtualMachine, dest: Node, **options: object) -> Job:
     job = request_migration(vm, dest, parse_options(options), actor("tester"))
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     return job
 
@@ -223,7 +228,7 @@ def test_abort_mid_migration_leaves_vm_on_source(
     # 1 MiB/s keeps the copy running long enough to abort it.
     job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("tester"))
 
-    def abort_when_copying(ctx: jobs.JobContext) -> None:
+    def abort_when_copying(ctx: JobContext) -> None:
         from vms.services.migration.live import run_migrate
 
         original = ctx.progress
@@ -231,12 +236,12 @@ def test_abort_mid_migration_leaves_vm_on_source(
         def progress(percent: int, **detail: object) -> None:
             original(percent, **detail)
             if detail.get("data_processed"):
-                jobs.request_abort(Job.objects.get(pk=ctx.job.pk), actor())
+                request_abort(Job.objects.get(pk=ctx.job.pk), actor())
 
         ctx.progress = progress  # type: ignore[method-assign]
         run_migrate(ctx)
 
-    assert jobs.execute(job.pk, handler=abort_when_copying) == JobStatus.ABORTED
+    assert runner.execute(job.pk, handler=abort_when_copying) == JobStatus.ABORTED
     job.refresh_from_db()
     assert "removed /var/lib/libvirt/images" in job.log
     assert lab_node.virsh("domstate", migrating_guest.name, check=True).stdout.strip() == "running"
@@ -388,7 +393,7 @@ def test_worker_killed_mid_migration_is_reaped_and_reconciled(
     disk = Path("/var/lib/libvirt/images") / f"{name}.qcow2"
     before = max(serial_numbers(migrating_guest.serial_log, ALIVE), default=0)
     # The worker is the subprocess below: the queue must not hand the job to anyone else.
-    with mock.patch("vms.tasks.run_job.delay", autospec=True) as dispatch:
+    with mock.patch("jobs.tasks.run_job.delay", autospec=True) as dispatch:
         job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("it"))
     dispatch.assert_called_once_with(job.pk)
     worker = start_worker(job.pk, lab.key_path, manager_ssh)
@@ -407,7 +412,7 @@ def test_worker_killed_mid_migration_is_reaped_and_reconciled(
             worker.wait(timeout=10)
     time.sleep(1.5)
     with override_settings(KVMMGR_JOB_STALE_AFTER=1.0), eager_tasks():
-        assert jobs.reap_stale_jobs() == [job.pk]
+        assert reaper.reap_stale_jobs() == [job.pk]
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.params.get("worker_died"), job.error
     # libvirt goes on migrating without its client (measured: its job still ran 150 s
@@ -482,7 +487,7 @@ def test_switch_to_postcopy_on_request_finishes_the_migration(
     options = parse_options({"postcopy": "on", "bandwidth_mib_s": 4})
     job = request_migration(vm, node2, options, actor("tester"))
 
-    def switch_when_copying_memory(ctx: jobs.JobContext) -> None:
+    def switch_when_copying_memory(ctx: JobContext) -> None:
         original = ctx.progress
 
         def progress(percent: int, **detail: object) -> None:
@@ -493,7 +498,7 @@ def test_switch_to_postcopy_on_request_finishes_the_migration(
         ctx.progress = progress  # type: ignore[method-assign]
         run_migrate(ctx)
 
-    assert jobs.execute(job.pk, handler=switch_when_copying_memory) == JobStatus.SUCCEEDED
+    assert runner.execute(job.pk, handler=switch_when_copying_memory) == JobStatus.SUCCEEDED
     job.refresh_from_db()
     assert "switched to post-copy on request" in job.log, job.log
     assert lab_node2.virsh("domstate", migrating_guest.name, check=True).stdout.strip() == "running"

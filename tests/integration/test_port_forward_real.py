@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from jobs import runner
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
 from nodes.services import registry
@@ -26,9 +29,9 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus, VMState
-from vms.models import Job, VirtualMachine
-from vms.services import inventory, jobs, lifecycle
+from vms.choices import VMState
+from vms.models import VirtualMachine
+from vms.services import inventory, lifecycle
 from vms.services.create import CreateRequest, submit_create
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
@@ -73,7 +76,7 @@ def created(nat_nodes: tuple[LabNode, LabNode]) -> Iterator[list[str]]:
 
 
 def _run(job: Job) -> Job:
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     return job
 

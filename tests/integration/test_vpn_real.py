@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
+from jobs import runner
+from jobs.actions import request_abort
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.models import Node
 from stats.services import sampling
 from tests.factories import actor
@@ -35,9 +40,8 @@ from tests.lab.liveness import (
 )
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus
-from vms.models import Job, VirtualMachine
-from vms.services import inventory, jobs
+from vms.models import VirtualMachine
+from vms.services import inventory
 from vms.services.migration.live import run_migrate
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
@@ -73,7 +77,7 @@ def _can_connect(source: LabNode, address: str, port: int = 22) -> bool:
 def _migrate(vm: VirtualMachine, dest: Node) -> tuple[Job, float]:
     job = request_migration(vm, dest, parse_options({}), actor())
     started = time.monotonic()
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     return job, time.monotonic() - started
 
@@ -130,7 +134,7 @@ def test_tunnel_through_nat_then_live_migration_both_ways(
     services.add_client(tunnel, client)
     # As the VPN page's Up button and `manage.py vpn up nat2` do: a job, run by the runner.
     up_job = vpn_jobs.request_action(client, "up", actor())
-    assert jobs.execute(up_job.pk) == JobStatus.SUCCEEDED
+    assert runner.execute(up_job.pk) == JobStatus.SUCCEEDED
     up_job.refresh_from_db()
     assert up_job.command == "manage.py vpn up nat2", up_job.command
     assert "nat2: connected, tunnel address 100.64.0.2" in up_job.log, up_job.log
@@ -236,7 +240,7 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
         job = request_migration(vm, server, parse_options({"bandwidth_mib_s": 1}), actor())
         stopped: list[str] = []
 
-        def stop_tunnel_when_copying(ctx: jobs.JobContext) -> None:
+        def stop_tunnel_when_copying(ctx: JobContext) -> None:
             original = ctx.progress
 
             def progress(percent: int, **detail: object) -> None:
@@ -249,7 +253,7 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
             run_migrate(ctx)
 
         started = time.monotonic()
-        status = jobs.execute(job.pk, handler=stop_tunnel_when_copying)
+        status = runner.execute(job.pk, handler=stop_tunnel_when_copying)
         failed_after = time.monotonic() - started
         job.refresh_from_db()
         assert stopped == ["vpn1: OpenVPN stopped"], (stopped, job.log)
@@ -341,18 +345,18 @@ def test_aborting_vpn_up_mid_way_rolls_back_what_it_did(
     services.add_client(tunnel, client)
     job = vpn_jobs.request_action(client, "up", actor())
 
-    def abort_once_the_server_runs(ctx: jobs.JobContext) -> None:
+    def abort_once_the_server_runs(ctx: JobContext) -> None:
         log_line = ctx.log
 
         def log(line: str) -> None:
             log_line(line)
             if line == "vpn1: OpenVPN started":
-                assert jobs.request_abort(Job.objects.get(pk=ctx.job.pk), actor())
+                assert request_abort(Job.objects.get(pk=ctx.job.pk), actor())
 
         ctx.log = log  # type: ignore[method-assign]
         vpn_jobs.run_action(ctx)
 
-    assert jobs.execute(job.pk, handler=abort_once_the_server_runs) == JobStatus.ABORTED
+    assert runner.execute(job.pk, handler=abort_once_the_server_runs) == JobStatus.ABORTED
     job.refresh_from_db()
     assert "vpn1: OpenVPN started" in job.log
     assert "vpn1: rolled back (files as they were, daemon as it was)" in job.log, job.log

@@ -17,14 +17,15 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.api import tokens
 from kvmmgr.models import ApiToken, AuditEntry, Role
 from nodes.models import Node
 from tests.conftest import make_user
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job
+from vms.choices import JobKind, VMState
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

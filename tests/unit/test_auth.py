@@ -12,13 +12,13 @@ from django.db import DatabaseError, connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from jobs.models import Job
 from kvmmgr import htpasswd
 from kvmmgr.access import AccessDenied, Actor, Permission
 from kvmmgr.models import AppendOnlyError, AuditEntry, Role
 from nodes.services import registry
 from tests.factories import actor, make_node, make_vm
 from vms.choices import VMState
-from vms.models import Job
 from vms.services import lifecycle
 
 

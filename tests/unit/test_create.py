@@ -15,6 +15,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.runner import execute, submit
 from nodes.hypervisor import HypervisorError, collect_facts, virtinstall
 from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
@@ -22,11 +25,10 @@ from nodes.hypervisor.connection import connection_for
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from vms import vncsecret
-from vms.choices import JobKind, JobStatus
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind
+from vms.models import VirtualMachine
 from vms.services import create, inventory
 from vms.services.create import CreateRequest, submit_create, validate, vnc_listen_address
-from vms.services.jobs import execute, submit
 
 GIB = 1024**3
 
@@ -500,7 +502,7 @@ def test_post_queues_a_job_and_shows_it(admin_client: Client, node: Node) -> Non
     response = admin_client.post(url, form_data())
     job = Job.objects.get()
     assert response.status_code == 302
-    assert response.url == reverse("vms:job_detail", args=[job.pk])
+    assert response.url == reverse("jobs:job_detail", args=[job.pk])
     assert job.requested_by == "alice" and job.params["network"] == "lan"
 
 

@@ -11,13 +11,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.models import AuditEntry
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job
+from vms.choices import JobKind, VMState
 from vms.services import evacuation
 from vms.services.evacuation import Plan, request_evacuation
 

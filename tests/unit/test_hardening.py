@@ -13,10 +13,11 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
+from jobs.models import Job
 from nodes.models import Node
 from tests.factories import make_node, make_vm
 from tests.nodexml import RUNSTATE_SHUTOFF, FakeDomain
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.create import CreateRequest, validate
 
@@ -81,7 +82,7 @@ def test_no_inline_event_handlers_or_scripts_in_any_template() -> None:
 
 
 def test_job_list_filter_is_wired_by_a_static_script(admin_client: Client) -> None:
-    page = admin_client.get(reverse("vms:job_list")).content.decode()
+    page = admin_client.get(reverse("jobs:job_list")).content.decode()
     assert 'name="status" data-autosubmit' in page and "js/autosubmit.js" in page
 
 

@@ -11,18 +11,21 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs import reaper, runner
+from jobs.actions import request_abort
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.errors import JobAborted, JobConflict
+from jobs.models import Job
 from kvmmgr.models import Role
 from nodes.hypervisor import HypervisorError
 from tests.conftest import client_for, make_user
 from tests.factories import actor, make_node, make_vm
-from vms.choices import JobKind, JobStatus
-from vms.models import Job
-from vms.services import jobs
-from vms.services.jobs import JobAborted, JobConflict, JobContext
+from vms.choices import JobKind
 
 
 def _submit(vm, kind: str = JobKind.START) -> Job:
-    return jobs.submit(kind, vm=vm, target_name=vm.name, requested_by="alice")
+    return runner.submit(kind, vm=vm, target_name=vm.name, requested_by="alice")
 
 
 @pytest.mark.django_db
@@ -33,7 +36,7 @@ def test_one_active_job_per_vm() -> None:
         _submit(vm, JobKind.DELETE)
     assert info.value.active == first
     assert f"job #{first.pk}" in str(info.value)
-    jobs.execute(first.pk, handler=lambda ctx: None)
+    runner.execute(first.pk, handler=lambda ctx: None)
     assert _submit(vm, JobKind.DELETE).status == JobStatus.QUEUED
 
 
@@ -61,9 +64,9 @@ def test_database_refuses_a_second_active_job_for_one_target() -> None:
 
 @pytest.mark.django_db
 def test_create_jobs_lock_the_name() -> None:
-    jobs.submit(JobKind.CREATE, target_name="web1", requested_by="a", node=make_node())
+    runner.submit(JobKind.CREATE, target_name="web1", requested_by="a", node=make_node())
     with pytest.raises(JobConflict):
-        jobs.submit(JobKind.CREATE, target_name="web1", requested_by="b")
+        runner.submit(JobKind.CREATE, target_name="web1", requested_by="b")
 
 
 @pytest.mark.django_db
@@ -74,7 +77,7 @@ def test_successful_job_records_command_progress_and_log() -> None:
         ctx.set_command(["virsh", "-c", "qemu:///system", "start", "my vm"])
         ctx.progress(50, phase="starting")
 
-    assert jobs.execute(job.pk, handler=handler) == JobStatus.SUCCEEDED
+    assert runner.execute(job.pk, handler=handler) == JobStatus.SUCCEEDED
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.progress == 100
     assert job.command == "virsh -c qemu:///system start 'my vm'"
@@ -98,7 +101,7 @@ def test_any_exception_ends_the_job(exc: Exception, status: str, error: str) -> 
     def handler(ctx: JobContext) -> None:
         raise exc
 
-    assert jobs.execute(job.pk, handler=handler) == status
+    assert runner.execute(job.pk, handler=handler) == status
     job.refresh_from_db()
     assert (job.status, job.error) == (status, error)
     assert job.finished_at is not None
@@ -108,8 +111,8 @@ def test_any_exception_ends_the_job(exc: Exception, status: str, error: str) -> 
 def test_a_job_runs_once_even_if_delivered_twice() -> None:
     job = _submit(make_vm(make_node()))
     calls: list[int] = []
-    assert jobs.execute(job.pk, handler=lambda ctx: calls.append(1)) == JobStatus.SUCCEEDED
-    assert jobs.execute(job.pk, handler=lambda ctx: calls.append(1)) is None
+    assert runner.execute(job.pk, handler=lambda ctx: calls.append(1)) == JobStatus.SUCCEEDED
+    assert runner.execute(job.pk, handler=lambda ctx: calls.append(1)) is None
     assert calls == [1]
 
 
@@ -117,17 +120,17 @@ def test_a_job_runs_once_even_if_delivered_twice() -> None:
 def test_abort_queued_job_at_once_and_running_job_on_request() -> None:
     vm = make_vm(make_node())
     queued = _submit(vm)
-    assert jobs.request_abort(queued, actor())
+    assert request_abort(queued, actor())
     queued.refresh_from_db()
     assert queued.status == JobStatus.ABORTED
     running = _submit(vm)
 
     def handler(ctx: JobContext) -> None:
-        jobs.request_abort(ctx.job, actor())
+        request_abort(ctx.job, actor())
         ctx.check_abort()
 
-    assert jobs.execute(running.pk, handler=handler) == JobStatus.ABORTED
-    assert not jobs.request_abort(Job.objects.get(pk=running.pk), actor())
+    assert runner.execute(running.pk, handler=handler) == JobStatus.ABORTED
+    assert not request_abort(Job.objects.get(pk=running.pk), actor())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -143,7 +146,7 @@ def test_heartbeat_advances_while_the_handler_works() -> None:
         time.sleep(0.4)
         seen.extend([first, Job.objects.get(pk=ctx.job.pk).heartbeat_at])
 
-    jobs.execute(job.pk, handler=handler)
+    runner.execute(job.pk, handler=handler)
     assert seen[1] > seen[0]
 
 
@@ -157,14 +160,14 @@ def test_reaper_fails_jobs_whose_worker_died() -> None:
         status=JobStatus.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
     Job.objects.filter(pk=fresh.pk).update(status=JobStatus.RUNNING, heartbeat_at=timezone.now())
-    assert jobs.reap_stale_jobs() == [stale.pk]
+    assert reaper.reap_stale_jobs() == [stale.pk]
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.status == JobStatus.FAILED and "worker running this job stopped" in stale.error
     assert "reaper:" in stale.log
     assert fresh.status == JobStatus.RUNNING
     # The late worker cannot overwrite the reaper's verdict.
-    jobs._finish(stale.pk, JobStatus.SUCCEEDED)
+    runner._finish(stale.pk, JobStatus.SUCCEEDED)
     stale.refresh_from_db()
     assert stale.status == JobStatus.FAILED
 
@@ -172,30 +175,30 @@ def test_reaper_fails_jobs_whose_worker_died() -> None:
 @pytest.mark.django_db
 def test_job_pages_and_status_json(admin_client: Client) -> None:
     job = _submit(make_vm(make_node(), name="web1"))
-    jobs.execute(job.pk, handler=lambda ctx: ctx.log("hello"))
-    listing = admin_client.get(reverse("vms:job_list")).content.decode()
+    runner.execute(job.pk, handler=lambda ctx: ctx.log("hello"))
+    listing = admin_client.get(reverse("jobs:job_list")).content.decode()
     assert "web1" in listing and "succeeded" in listing
-    detail = admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+    detail = admin_client.get(reverse("jobs:job_detail", args=[job.pk])).content.decode()
     assert "hello" in detail
-    data = admin_client.get(reverse("vms:job_status", args=[job.pk]), {"log_offset": 3}).json()
+    data = admin_client.get(reverse("jobs:job_status", args=[job.pk]), {"log_offset": 3}).json()
     assert data["status"] == "succeeded" and not data["active"]
     assert data["log_offset"] == len(Job.objects.get(pk=job.pk).log)
-    assert admin_client.get(reverse("vms:job_abort", args=[job.pk])).status_code == 405
-    response = admin_client.post(reverse("vms:job_abort", args=[job.pk]))
+    assert admin_client.get(reverse("jobs:job_abort", args=[job.pk])).status_code == 405
+    response = admin_client.post(reverse("jobs:job_abort", args=[job.pk]))
     assert response.status_code == 302
 
 
 @pytest.mark.django_db
 def test_job_page_offers_abort_only_to_roles_that_may_abort() -> None:
     job = _submit(make_vm(make_node(), name="web2"))
-    url = reverse("vms:job_detail", args=[job.pk])
+    url = reverse("jobs:job_detail", args=[job.pk])
     seen = {
         role: 'id="abort-form"' in client_for(make_user(role, role)).get(url).content.decode()
         for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
     }
     assert seen == {Role.VIEWER: False, Role.OPERATOR: True, Role.ADMIN: True}
     # Finished jobs offer nothing to abort, whoever looks.
-    jobs.execute(job.pk, handler=lambda ctx: None)
+    runner.execute(job.pk, handler=lambda ctx: None)
     assert (
         'id="abort-form"' not in client_for(make_user("boss", Role.ADMIN)).get(url).content.decode()
     )
@@ -204,7 +207,7 @@ def test_job_page_offers_abort_only_to_roles_that_may_abort() -> None:
 @pytest.mark.django_db
 def test_jobs_and_job_commands(capsys) -> None:
     job = _submit(make_vm(make_node(), name="db1"))
-    jobs.execute(job.pk, handler=lambda ctx: (_ for _ in ()).throw(HypervisorError("gone")))
+    runner.execute(job.pk, handler=lambda ctx: (_ for _ in ()).throw(HypervisorError("gone")))
     call_command("jobs")
     out = capsys.readouterr().out
     assert "db1" in out and "failed" in out and "gone" in out

@@ -10,15 +10,18 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from jobs import runner
+from jobs.choices import JobStatus
+from jobs.errors import JobConflict
+from jobs.models import Job
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job, VirtualMachine
-from vms.services import jobs, lifecycle
-from vms.services.jobs import JobConflict
+from vms.choices import JobKind, VMState
+from vms.models import VirtualMachine
+from vms.services import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +36,7 @@ def _vm(uuid: str) -> VirtualMachine:
 
 
 def _run(job: Job) -> Job:
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     job.refresh_from_db()
     return job
 

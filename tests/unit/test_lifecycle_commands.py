@@ -11,14 +11,16 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.models import Node
 from tests.eager import eager_tasks
 from tests.factories import make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind, VMState
+from vms.models import VirtualMachine
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from jobs import runner
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.hypervisor import close_all
 from nodes.models import Node
 from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
-from vms.choices import JobKind, JobStatus
-from vms.models import Job
-from vms.services import jobs
+from vms.choices import JobKind
 
 pytestmark = pytest.mark.django_db
 
@@ -124,10 +125,10 @@ def test_delete_of_a_running_vm_without_force_off_is_refused(
 
 
 def test_detail_page_renders_from_the_database_only(admin_client: Client, node: Node) -> None:
-    job = jobs.submit(
+    job = runner.submit(
         JobKind.REBOOT, vm=node.vms.get(uuid=WEB1), target_name="web1", requested_by="bob"
     )
-    jobs.execute(job.pk)
+    runner.execute(job.pk)
     # From here on the node cannot be reached: any libvirt call would fail the page.
     close_all()
     Path(node.uri.removeprefix("test://")).unlink()

@@ -13,13 +13,13 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.models import AuditEntry
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
 from vms.choices import VMState
-from vms.models import Job
 from vms.services.create import CreateRequest, validate
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration

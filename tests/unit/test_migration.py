@@ -10,11 +10,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.errors import JobConflict
 from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
 from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_failure, peer_uri
 from tests.factories import actor, make_node, make_vm
-from vms.choices import JobKind, JobStatus, VMState
-from vms.services.jobs import JobConflict
+from vms.choices import JobKind, VMState
 from vms.services.migration.options import MigrationOptions, parse_options
 from vms.services.migration.prechecks import tcg_live_migration_warning
 from vms.services.migration.request import request_migration
@@ -235,7 +236,7 @@ def test_stats_phases() -> None:
 def test_migrate_page_validates_and_queues(admin_client) -> None:
     from django.urls import reverse
 
-    from vms.models import Job
+    from jobs.models import Job
 
     source, dest = _online("n1"), _online("n2", "localhost")
     vm = make_vm(source, name="web")
@@ -275,8 +276,8 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
 ) -> None:
     from django.urls import reverse
 
+    from jobs.models import Job
     from tests.factories import actor
-    from vms.models import Job
     from vms.services.migration.request import request_postcopy
 
     source, dest = _online("n1"), _online("n2", "localhost")
@@ -291,12 +292,14 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
     assert (
         "Switch to post-copy"
-        in admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+        in admin_client.get(reverse("jobs:job_detail", args=[job.pk])).content.decode()
     )
-    response = admin_client.post(reverse("vms:job_postcopy", args=[job.pk]))
+    response = admin_client.post(reverse("jobs:job_action", args=[job.pk, "postcopy"]))
     assert response.status_code == 302
     assert Job.objects.get(pk=job.pk).postcopy_requested
-    assert admin_client.get(reverse("vms:job_postcopy", args=[job.pk])).status_code == 405
+    assert (
+        admin_client.get(reverse("jobs:job_action", args=[job.pk, "postcopy"])).status_code == 405
+    )
 
 
 def test_stall_watch_gives_up_only_after_no_data_moved_for_the_timeout() -> None:
@@ -385,8 +388,8 @@ def test_a_live_migration_of_a_tcg_guest_is_warned_about_on_qemu_before_10_only(
 def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin_client) -> None:
     from django.urls import reverse
 
+    from jobs.models import Job
     from tests.factories import actor
-    from vms.models import Job
 
     source, dest = _online("n1"), _online("n2", "localhost")
     job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
@@ -394,14 +397,14 @@ def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin
         status=JobStatus.SUCCEEDED,
         progress_detail={"data_processed": 40 << 20, "downtime_ms": 70, "wall_seconds": 3.6},
     )
-    page = admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+    page = admin_client.get(reverse("jobs:job_detail", args=[job.pk])).content.decode()
     assert "On the wire: 40.0\xa0MB · downtime 70 ms · migration 3.6 s" in page, page
 
 
 @pytest.mark.django_db
 def test_auto_converge_is_used_over_a_slow_link_unless_turned_off(settings) -> None:
+    from jobs.context import JobContext
     from tests.factories import actor
-    from vms.services.jobs import JobContext
     from vms.services.migration.prechecks import auto_converge_wanted
 
     source, dest = _online("n1"), _online("n2", "localhost")

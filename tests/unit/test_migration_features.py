@@ -20,12 +20,12 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs.models import Job
 from nodes import features as nf
 from nodes.hypervisor import collect_facts, node_versions, probe_host
 from nodes.hypervisor.migration import MigrationRequest
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
-from vms.models import Job
 from vms.services.migration import features as mf
 from vms.services.migration.options import MigrationOptions, parse_options
 from vms.services.migration.request import request_migration

@@ -17,14 +17,14 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import media as hv_media
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor.xml import parse_domain_devices, without_media
 from tests.factories import make_node, make_vm
 from vms.choices import JobKind, MediaRemedy
-from vms.models import Job
-from vms.services.jobs import JobContext
 from vms.services.migration import media as migration_media
 from vms.services.migration.options import parse_options
 from vms.services.migration.volumes import remove_created_volumes

@@ -11,12 +11,12 @@ from pathlib import Path
 from django.test import Client
 from django.urls import reverse
 
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor.xml import parse_domain_devices
 from tests.factories import make_node, make_vm
 from vms.choices import JobKind
-from vms.models import Job
-from vms.services.jobs import JobContext
 from vms.services.migration.prechecks import warn_nic_mtus
 
 

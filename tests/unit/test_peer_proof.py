@@ -8,10 +8,11 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.models import Node
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, JobStatus
-from vms.models import Job
+from vms.choices import JobKind
 from vms.services.migration import peer_proof
 
 

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
 from tests.factories import make_node, make_vm
 from tests.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
-from vms.choices import JobKind, JobStatus
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind
+from vms.models import VirtualMachine
 from vms.services import reconcile
 
 UUID = "66666666-6666-6666-6666-666666666666"

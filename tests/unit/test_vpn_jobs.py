@@ -19,16 +19,17 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs import reaper, runner
+from jobs.actions import request_abort
+from jobs.choices import JobStatus
+from jobs.errors import JobConflict
+from jobs.models import Job
 from kvmmgr.models import AuditEntry, Role
 from tests.conftest import client_for, make_user
 from tests.eager import eager_tasks
 from tests.factories import actor, make_node
-from vms.choices import JobKind, JobStatus
-from vms.models import Job
-from vms.services import jobs as runner
-from vms.services.jobs import JobConflict
 from vpn import jobs, services
-from vpn.choices import VpnState
+from vpn.choices import VpnJobKind, VpnState
 from vpn.models import Tunnel, TunnelMember
 from vpn.nodectl import VpnError
 
@@ -69,7 +70,7 @@ def _member(node: str) -> TunnelMember:
 def test_submit_creates_a_vpn_job_locked_on_the_tunnel(tunnel: Tunnel) -> None:
     job = jobs.request_action("nat2", "up", actor())
     job.refresh_from_db()
-    assert job.kind == JobKind.VPN_UP and job.status == JobStatus.QUEUED
+    assert job.kind == VpnJobKind.VPN_UP and job.status == JobStatus.QUEUED
     assert job.lock_key == "vpn:t1"
     assert job.node is not None and job.node.name == "nat2" and job.vm is None
     assert job.target_name == "tunnel t1 on nat2"
@@ -87,7 +88,7 @@ def test_one_active_vpn_job_per_tunnel(tunnel: Tunnel) -> None:
     assert Job.objects.count() == 1
     assert AuditEntry.objects.get(action="vpn.stop").result == "failed"
     runner.execute(first.pk, handler=lambda ctx: None)
-    assert jobs.request_action("nat1", "stop", actor()).kind == JobKind.VPN_STOP
+    assert jobs.request_action("nat1", "stop", actor()).kind == VpnJobKind.VPN_STOP
 
 
 def test_unknown_action_or_non_member_is_refused(tunnel: Tunnel) -> None:
@@ -147,8 +148,8 @@ def test_vpn_buttons_need_post_csrf_and_the_admin_role(tunnel: Tunnel) -> None:
 
     response = client_for(admin).post(url)
     job = Job.objects.get()
-    assert response.status_code == 302 and response.url == reverse("vms:job_detail", args=[job.pk])
-    assert (job.kind, job.lock_key, job.node.name) == (JobKind.VPN_UP, "vpn:t1", "nat2")
+    assert response.status_code == 302 and response.url == reverse("jobs:job_detail", args=[job.pk])
+    assert (job.kind, job.lock_key, job.node.name) == (VpnJobKind.VPN_UP, "vpn:t1", "nat2")
     assert AuditEntry.objects.filter(action="vpn.up", result="denied").count() == 1
 
     # A second click while the job is queued: a message, not a 500 and no second job.
@@ -161,16 +162,16 @@ def test_vpn_buttons_need_post_csrf_and_the_admin_role(tunnel: Tunnel) -> None:
     assert Job.objects.count() == 1
     # The VPN page links the tunnel's active job.
     page = client_for(admin).get(reverse("vpn:tunnel_list")).content.decode()
-    assert reverse("vms:job_detail", args=[job.pk]) in page and "Restart</button>" in page
+    assert reverse("jobs:job_detail", args=[job.pk]) in page and "Restart</button>" in page
 
 
 def test_job_pages_and_jobs_command_show_a_vpn_job(tunnel: Tunnel, admin_client, capsys) -> None:
     job = jobs.request_action("nat2", "stop", actor())
     runner.execute(job.pk)
-    detail = admin_client.get(reverse("vms:job_detail", args=[job.pk])).content.decode()
+    detail = admin_client.get(reverse("jobs:job_detail", args=[job.pk])).content.decode()
     assert "VPN stop tunnel t1 on nat2" in detail and "node nat2" in detail
     assert "manage.py vpn stop nat2" in detail
-    listing = admin_client.get(reverse("vms:job_list")).content.decode()
+    listing = admin_client.get(reverse("jobs:job_list")).content.decode()
     assert "tunnel t1 on nat2" in listing
     call_command("jobs")
     out = capsys.readouterr().out
@@ -184,7 +185,7 @@ def test_vpn_command_no_wait_only_queues(tunnel: Tunnel, capsys) -> None:
     job = Job.objects.get()
     out = capsys.readouterr().out
     assert f"queued job {job.pk}: VPN stop tunnel t1 on nat2" in out
-    assert job.kind == JobKind.VPN_STOP and job.requested_by.startswith("cli")
+    assert job.kind == VpnJobKind.VPN_STOP and job.requested_by.startswith("cli")
     with pytest.raises(CommandError, match="Tunnel t1 already has an active job"):
         call_command("vpn", "up", "nat1", "--no-wait")
 
@@ -207,7 +208,7 @@ def test_reaper_points_a_dead_vpn_job_at_the_tunnel(tunnel: Tunnel, settings) ->
     Job.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
-    assert runner.reap_stale_jobs() == [job.pk]
+    assert reaper.reap_stale_jobs() == [job.pk]
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert job.error.endswith("check the tunnel's state (manage.py vpn status)")
@@ -220,20 +221,20 @@ def test_only_an_admin_may_abort_vpn_work(tunnel: Tunnel) -> None:
 
     job = jobs.request_action("nat2", "up", actor())
     with pytest.raises(AccessDenied):
-        runner.request_abort(job, actor("oscar", role=Role.OPERATOR))
+        request_abort(job, actor("oscar", role=Role.OPERATOR))
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED
     # Nor does the operator's job page offer the button.
     page = client_for(make_user("oscar2", Role.OPERATOR)).get(
-        reverse("vms:job_detail", args=[job.pk])
+        reverse("jobs:job_detail", args=[job.pk])
     )
     assert 'id="abort-form"' not in page.content.decode()
     assert (
         'id="abort-form"'
         in client_for(make_user("alice2", Role.ADMIN))
-        .get(reverse("vms:job_detail", args=[job.pk]))
+        .get(reverse("jobs:job_detail", args=[job.pk]))
         .content.decode()
     )
-    assert runner.request_abort(job, actor())
+    assert request_abort(job, actor())
     job.refresh_from_db()
     assert job.status == JobStatus.ABORTED

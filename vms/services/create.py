@@ -18,6 +18,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.errors import JobConflict
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, probe_host, virtinstall
@@ -28,10 +33,10 @@ from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO,
 from nodes.models import Node
 from nodes.validators import validate_name
 from vms import vncsecret
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, VMState
 from vms.flavors import FLAVORS
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import JobConflict, JobContext, lock_key_for, submit
+from vms.jobkinds import lock_key_for
+from vms.models import VirtualMachine
 
 GIB = 1024**3
 DISK_FORMATS = ("qcow2", "raw")

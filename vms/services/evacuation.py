@@ -21,15 +21,20 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from jobs import children
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.errors import JobAborted, JobConflict, JobFailed
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from kvmmgr.models import Role
 from nodes.models import Node
 from nodes.services import registry, trust
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind, VMState
+from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.jobs import JobAborted, JobConflict, JobContext, JobFailed, submit
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
@@ -335,7 +340,7 @@ def _start_child(ctx: JobContext, move: Move, options: dict[str, Any]) -> None:
         move.state, move.error = "failed", message
         ctx.log(f"{move.name}: not started: {message}")
         return
-    Job.objects.filter(pk=child.pk).update(parent=ctx.job)
+    children.adopt(ctx.job, child)
     move.job, move.state = child.pk, "moving"
     ctx.log(f"{move.name}: migration job #{child.pk} to {move.dest} ({move.reason})")
 
@@ -351,15 +356,9 @@ def _save(ctx: JobContext, moves: list[Move]) -> None:
 
 
 def _abort_children(ctx: JobContext, moves: list[Move]) -> None:
-    actor = _child_actor(ctx)
-    from vms.services.jobs import request_abort
-
-    for move in moves:
-        if move.state == "moving" and move.job:
-            child = Job.objects.get(pk=move.job)
-            request_abort(child, actor)
-    while Job.objects.filter(parent=ctx.job, status__in=JobStatus.active()).exists():
-        time.sleep(POLL_SECONDS)
+    moving = [move.job for move in moves if move.state == "moving" and move.job]
+    children.abort_children(ctx.job, _child_actor(ctx), ids=moving)
+    children.wait_for_children(ctx.job, POLL_SECONDS)
     _refresh_states(moves, ctx.job.node)
     for move in moves:
         if move.state == "waiting":

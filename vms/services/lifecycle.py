@@ -16,6 +16,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from jobs.context import JobContext
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, volumes_delete
@@ -24,9 +27,8 @@ from nodes.hypervisor.xml import DiskDevice
 from nodes.models import Node
 from nodes.validators import validate_name
 from vms.choices import JobKind, VMState
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.jobs import JobContext, submit
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 MIN_SHUTDOWN_TIMEOUT = 1
@@ -246,7 +248,7 @@ def _delete_params(vm: VirtualMachine, disks: Iterable[str], force_off: bool) ->
     return params
 
 
-# -- handlers (run by vms.services.jobs.execute in a worker) ---------------------
+# -- handlers (run by jobs.runner.execute in a worker) ----------------------------
 
 
 def _vm(ctx: JobContext) -> tuple[VirtualMachine, Node]:

@@ -16,13 +16,15 @@ import logging
 
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job, VirtualMachine
+from vms.choices import JobKind, VMState
+from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.jobs import JobContext
 from vms.services.migration.settle import settle_destination
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from jobs.errors import JobConflict
+from jobs.models import Job
 from kvmmgr.access import Actor, Permission, require
 from kvmmgr.redirects import safe_next
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services import lifecycle
-from vms.services.jobs import JobConflict
 
 
 def _vm(uuid: object) -> VirtualMachine:

@@ -43,5 +43,5 @@ def vm_create(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, f"Job #{job.pk} queued: create {job.target_name} on {node.name}."
             )
-            return redirect("vms:job_detail", pk=job.pk)
+            return redirect("jobs:job_detail", pk=job.pk)
     return render(request, "vms/vm_create.html", {"nodes": nodes, "node": node, "form": form})

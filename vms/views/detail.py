@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from vms.choices import JobKind, JobStatus
+from jobs.choices import JobStatus
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import lifecycle
 

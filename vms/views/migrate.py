@@ -8,11 +8,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from jobs.errors import JobConflict
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.models import VirtualMachine
-from vms.services.jobs import JobConflict
 from vms.services.migration.convergence import TimeoutPolicy
 from vms.services.migration.features import COMPRESSION_CHOICES, feature_labels, shared_labels
 from vms.services.migration.options import MigrationOptions, parse_options
@@ -65,7 +65,7 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
             errors = {"__all__": [str(exc)]}
         else:
             messages.success(request, f"Migration of {vm.name} to {dest.name} queued.")
-            return redirect("vms:job_detail", pk=job.pk)
+            return redirect("jobs:job_detail", pk=job.pk)
     return render(
         request,
         "vms/vm_migrate.html",

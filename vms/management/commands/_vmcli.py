@@ -9,11 +9,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from jobs.cli import add_job_arguments, finish
+from jobs.errors import JobConflict
+from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.cli import acting
-from vms.management.commands._jobcli import add_job_arguments, finish
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import JobConflict
+from vms.models import VirtualMachine
 from vms.services.lifecycle import find_vm
 
 

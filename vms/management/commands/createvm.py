@@ -6,10 +6,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.cli import add_job_arguments, finish
 from kvmmgr.cli import acting
 from nodes.models import Node
 from vms.flavors import FLAVORS
-from vms.management.commands._jobcli import add_job_arguments, finish
 from vms.services.create import DISK_FORMATS, CreateRequest, submit_create
 
 

@@ -7,11 +7,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.cli import add_job_arguments, finish
+from jobs.errors import JobConflict
 from kvmmgr.cli import acting
 from nodes.models import Node
-from vms.management.commands._jobcli import add_job_arguments, finish
 from vms.services.evacuation import Plan, request_evacuation
-from vms.services.jobs import JobConflict
 
 
 class Command(BaseCommand):

@@ -6,11 +6,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.models import Job
 from kvmmgr.access import Actor
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services.migration.convergence import TimeoutPolicy
 from vms.services.migration.features import COMPRESSION_CHOICES
 from vms.services.migration.options import parse_options

@@ -4,9 +4,10 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.models import Job
 from kvmmgr.access import Actor
 from vms.management.commands._vmcli import add_vm_arguments, submit_for_vm
-from vms.models import Job, VirtualMachine
+from vms.models import VirtualMachine
 from vms.services import lifecycle
 
 

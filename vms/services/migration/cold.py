@@ -9,12 +9,12 @@ volumes again.
 
 from __future__ import annotations
 
+from jobs.context import JobContext
 from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import migration_prep as prep
 from nodes.models import Node
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.jobs import JobContext
 from vms.services.migration import media as migration_media
 from vms.services.migration.options import MIB, MigrationOptions
 from vms.services.migration.prechecks import check_disk_placement, warn_nic_mtus

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from jobs.context import JobContext
 from nodes.hypervisor import HypervisorError
 from nodes.models import Node
 from nodes.services import trust
-from vms.services.jobs import JobContext
 from vms.services.migration.options import MIGRATION_PORT
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,15 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from jobs.context import JobContext
+from jobs.errors import JobAborted
+from jobs.models import Job
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration as hv
 from nodes.models import Node
 from nodes.services import trust
 from vms.choices import VMState
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import JobAborted, JobContext
+from vms.models import VirtualMachine
 from vms.services.migration import media as migration_media
 from vms.services.migration import peer_proof
 from vms.services.migration.cold import run_cold

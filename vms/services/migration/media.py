@@ -20,14 +20,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import media as hv_media
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
 from vms.choices import MediaRemedy
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import JobContext
+from vms.models import VirtualMachine
 
 MIB = 1024 * 1024
 

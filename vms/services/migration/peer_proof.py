@@ -17,10 +17,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.choices import JobStatus
+from jobs.models import Job
 from nodes.models import Node
 from nodes.services import trust
-from vms.choices import JobKind, JobStatus
-from vms.models import Job
+from vms.choices import JobKind
 
 
 def recent(source: Node, dest: Node) -> Job | None:

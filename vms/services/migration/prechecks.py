@@ -12,14 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.features import parse_version
 from nodes.hypervisor import HypervisorError, node_versions
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor.xml import domain_virt_type
 from nodes.models import Node
 from nodes.services import trust
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import JobContext
+from vms.models import VirtualMachine
 from vms.services.migration import features as mf
 from vms.services.migration import peer_proof
 from vms.services.migration.links import tunnel_down_reason

@@ -6,13 +6,15 @@ from dataclasses import asdict
 
 from django.core.exceptions import ValidationError
 
+from jobs.choices import JobStatus
+from jobs.models import Job
+from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.models import Node
 from nodes.services import registry
-from vms.choices import JobKind, JobStatus, VMState
-from vms.models import Job, VirtualMachine
-from vms.services.jobs import submit
+from vms.choices import JobKind, VMState
+from vms.models import VirtualMachine
 from vms.services.migration import features as mf
 from vms.services.migration.options import MigrationOptions, wanted
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.context import JobContext
+from jobs.errors import JobAborted
 from nodes.hypervisor import HypervisorError, answers
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import migration_prep as prep
@@ -16,7 +18,6 @@ from nodes.models import Node
 from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.jobs import JobAborted, JobContext
 from vms.services.migration.options import MIB, MigrationOptions
 from vms.services.migration.volumes import remove_created_volumes
 from vms.services.migration.watch import (

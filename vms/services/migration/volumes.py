@@ -6,12 +6,12 @@ job, so whatever goes wrong they are removed again (by the job or the reconciler
 
 from __future__ import annotations
 
+from jobs.context import JobContext
+from jobs.models import Job
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
-from vms.models import Job
-from vms.services.jobs import JobContext
 from vms.services.migration.options import MIB
 
 

@@ -13,12 +13,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.cli import finish
+from jobs.errors import JobConflict
 from kvmmgr import audit
 from kvmmgr.access import Permission
 from kvmmgr.cli import acting
 from nodes.hypervisor.errors import HypervisorError
-from vms.management.commands._jobcli import finish
-from vms.services.jobs import JobConflict
 from vpn import jobs, services
 from vpn.models import Tunnel, TunnelMember
 

@@ -5,9 +5,9 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand
 
-from vms.choices import JobStatus
-from vms.management.commands._jobcli import job_as_dict
-from vms.models import Job
+from jobs.choices import JobStatus
+from jobs.cli import job_as_dict
+from jobs.models import Job
 
 
 class Command(BaseCommand):

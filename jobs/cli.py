@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 from django.core.management.base import CommandError
 
-from vms.choices import JobStatus
-from vms.models import Job
+from jobs.choices import JobStatus
+from jobs.models import Job
 
 # One indexed row read per poll: cheap, and --wait ends within 0.1 s of the job.
 POLL_SECONDS = 0.1

@@ -1,19 +1,19 @@
-"""Job pages: the list, one job (refreshing itself while it runs), its JSON, abort."""
+"""Job pages: the list, one job (refreshing itself while it runs), its JSON, abort,
+and the extra actions a kind declares in the registry."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from kvmmgr.access import Actor, Permission
-from vms.choices import JobStatus
-from vms.models import Job
-from vms.services.jobs import abort_permission, request_abort
-from vms.services.migration.request import request_postcopy
+from jobs import actions, children
+from jobs.choices import JobStatus
+from jobs.models import Job
+from kvmmgr.access import Actor
 
 PAGE_SIZE = 50
 
@@ -26,7 +26,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
-        "vms/job_list.html",
+        "jobs/job_list.html",
         {"page": page, "status": status, "statuses": JobStatus.choices},
     )
 
@@ -37,10 +37,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     actor = Actor.from_request(request)
     context = {
         "job": job,
-        "may_abort": actor.can(abort_permission(job)),
-        "may_postcopy": actor.can(Permission.VM_MIGRATE),
+        "job_type": job.job_type,
+        "may_abort": actor.can(actions.abort_permission(job)),
+        "actions": actions.offered_actions(job, actor) if job.is_active else [],
+        "children": list(children.children(job).defer("log", "progress_detail")),
     }
-    return render(request, "vms/job_detail.html", context)
+    return render(request, "jobs/job_detail.html", context)
 
 
 @require_GET
@@ -71,20 +73,24 @@ def job_status(request: HttpRequest, pk: int) -> JsonResponse:
 @require_POST
 def job_abort(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
-    if request_abort(job, Actor.from_request(request)):
+    if actions.request_abort(job, Actor.from_request(request)):
         messages.info(request, f"Abort of job {job.pk} requested.")
     else:
         messages.error(request, f"Job {job.pk} is {job.status}: nothing to abort.")
-    return redirect("vms:job_detail", pk=job.pk)
+    return redirect("jobs:job_detail", pk=job.pk)
 
 
 @require_POST
-def job_postcopy(request: HttpRequest, pk: int) -> HttpResponse:
+def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """An extra action of the job's kind (e.g. a migration's switch to post-copy)."""
     job = get_object_or_404(Job, pk=pk)
+    job_type = job.job_type
+    if job_type is None or job_type.action(action) is None:
+        raise Http404(f"job {job.pk} has no action {action}")
     try:
-        request_postcopy(job, Actor.from_request(request))
+        done = actions.perform(job, action, Actor.from_request(request))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.info(request, f"Switch to post-copy requested for job {job.pk}.")
-    return redirect("vms:job_detail", pk=job.pk)
+        messages.info(request, f"{done.done} for job {job.pk}.")
+    return redirect("jobs:job_detail", pk=job.pk)
