@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 
 
 class VirtualMachineQuerySet(models.QuerySet["VirtualMachine"]):

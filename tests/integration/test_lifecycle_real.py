@@ -16,6 +16,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -23,7 +24,7 @@ from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
-from vms.choices import JobStatus, VMState
+from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
 

@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 from django.test import override_settings
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -25,7 +26,7 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus, VMState
+from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, reconcile
 from vms.services.migration.options import parse_options

@@ -17,6 +17,7 @@ import pytest
 from django.test import Client
 
 from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from stats.services import sampling
@@ -26,7 +27,7 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
-from vms.choices import JobStatus, VMState
+from vms.choices import JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
 from vms.services.create import CreateRequest, submit_create

@@ -20,10 +20,11 @@ from rest_framework.test import APIClient
 from kvmmgr.access import Actor
 from kvmmgr.api import tokens
 from kvmmgr.models import ApiToken, AuditEntry, Role
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.conftest import make_user
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ from django.utils import timezone
 from kvmmgr import htpasswd
 from kvmmgr.access import AccessDenied, Actor, Permission
 from kvmmgr.models import AppendOnlyError, AuditEntry, Role
+from nodes.hypervisor.states import VMState
 from nodes.services import registry
 from tests.factories import actor, make_node, make_vm
-from vms.choices import VMState
 from vms.models import Job
 from vms.services import lifecycle
 

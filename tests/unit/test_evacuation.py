@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from kvmmgr.access import Actor
 from kvmmgr.models import AuditEntry
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job
 from vms.services import evacuation
 from vms.services.evacuation import Plan, request_evacuation

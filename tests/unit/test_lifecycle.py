@@ -12,10 +12,11 @@ from django.utils import timezone
 
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import jobs, lifecycle
 from vms.services.jobs import JobConflict

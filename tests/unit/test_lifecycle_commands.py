@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.eager import eager_tasks
 from tests.factories import make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 
 

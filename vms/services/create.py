@@ -24,11 +24,12 @@ from nodes.hypervisor import HypervisorError, probe_host, virtinstall
 from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.lifecycle import set_vnc_password
+from nodes.hypervisor.states import VMState
 from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
 from nodes.models import Node
 from nodes.validators import validate_name
 from vms import vncsecret
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.flavors import FLAVORS
 from vms.models import Job, VirtualMachine
 from vms.services.jobs import JobConflict, JobContext, lock_key_for, submit

@@ -24,9 +24,10 @@ from django.core.exceptions import ValidationError
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from kvmmgr.models import Role
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry, trust
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobAborted, JobConflict, JobContext, JobFailed, submit

@@ -11,8 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from nodes.hypervisor import DomainInfo, HypervisorError, collect_facts, list_domains
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vpn.services import unreachable_reason
 

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration_prep as prep
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobContext

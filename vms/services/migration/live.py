@@ -17,9 +17,9 @@ from django.conf import settings
 
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration as hv
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import trust
-from vms.choices import VMState
 from vms.models import Job, VirtualMachine
 from vms.services.jobs import JobAborted, JobContext
 from vms.services.migration import media as migration_media

@@ -8,9 +8,10 @@ from django.core.exceptions import ValidationError
 
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from vms.choices import JobKind, JobStatus, VMState
+from vms.choices import JobKind, JobStatus
 from vms.models import Job, VirtualMachine
 from vms.services.jobs import submit
 from vms.services.migration import features as mf
