@@ -6,10 +6,10 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from nodes import tasks
 from nodes.models import Node
 from tests.eager import eager_tasks
 from tests.factories import make_node
+from vms import inventory_tasks as tasks
 from vms.models import VirtualMachine
 
 

@@ -144,3 +144,12 @@ def _row_values(node: Node, domain: DomainInfo) -> dict[str, object]:
         "vnc_listen": domain.vnc_listen,
         "xml_summary": domain.xml_summary,
     }
+
+
+def forget_node(node: Node) -> int:
+    """Delete the inventory rows of a node being removed (the registry's removal hook).
+
+    Returns how many rows went, those that cascade with them included.
+    """
+    removed, _ = VirtualMachine.objects.filter(node=node).delete()
+    return removed
