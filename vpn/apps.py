@@ -8,3 +8,10 @@ from django.apps import AppConfig
 class VpnConfig(AppConfig):
     name = "vpn"
     verbose_name = "VPN"
+
+    def ready(self) -> None:
+        # nodes and vms name tunnels in their messages through this explainer.
+        from nodes.services import links
+        from vpn.links import TunnelExplainer
+
+        links.register(TunnelExplainer())
