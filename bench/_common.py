@@ -147,8 +147,8 @@ def seed_inventory(nodes: int, vms_per_node: int, *, prefix: str = "bench") -> l
     """
     from django.utils import timezone
 
+    from nodes.hypervisor.states import VMState
     from nodes.models import Node
-    from vms.choices import VMState
     from vms.models import VirtualMachine
 
     now = timezone.now()

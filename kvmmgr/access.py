@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
 
+from kvmmgr.auditlog import record
 from kvmmgr.models import Role
 
 if TYPE_CHECKING:
@@ -157,9 +158,7 @@ def require(actor: Actor, permission: Permission, *, action: str = "", target: s
         f"{_DESCRIPTIONS[permission]}{what}: that needs the {lowest_role(permission)} role. "
         "Nothing was changed."
     )
-    from kvmmgr import audit
-
-    audit.record(
+    record(
         actor,
         action or str(permission),
         target=target,

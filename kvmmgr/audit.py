@@ -3,6 +3,7 @@
 Services wrap their work in ``audit.action(actor, permission, what, target=…)``:
 it checks the role (``access.require``), then records the outcome — ``ok`` with
 the job it queued, ``refused`` for invalid input, ``failed`` for anything else.
+Rows are written by ``kvmmgr.auditlog.record`` (re-exported here as ``audit.record``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -21,10 +22,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from kvmmgr.access import Actor, Permission, require
+from kvmmgr.auditlog import SavedRow, record
 from kvmmgr.models import AuditEntry, AuditResult
 
-if TYPE_CHECKING:
-    from jobs.models import Job
+__all__ = ["EXPORT_FIELDS", "FILTERS", "Outcome", "action", "export", "filtered", "record"]
 
 EXPORT_FIELDS = (
     "id",
@@ -41,47 +42,11 @@ EXPORT_FIELDS = (
 )
 
 
-def record(
-    actor: Actor,
-    action: str,
-    *,
-    target: str = "",
-    params: dict[str, Any] | None = None,
-    result: str = AuditResult.OK,
-    detail: str = "",
-    job: Job | None = None,
-) -> AuditEntry:
-    return AuditEntry.objects.create(
-        actor=actor.name[:150],
-        role=actor.role,
-        source=actor.source[:64],
-        action=action[:64],
-        target=str(target)[:255],
-        params=_jsonable(params or {}),
-        result=result,
-        detail=detail,
-        job=job,
-    )
-
-
-_SECRET_WORDS = ("password", "secret", "token", "key")
-
-
-def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
-    # Parameters come from forms and dataclasses; keep what JSON can hold, the rest as text.
-    # Secrets never reach the log, whatever a service passes.
-    clean = {
-        key: "(hidden)" if any(word in key.lower() for word in _SECRET_WORDS) else item
-        for key, item in value.items()
-    }
-    return json.loads(json.dumps(clean, default=str))
-
-
 @dataclass
 class Outcome:
     """What the wrapped service reports back for the audit row."""
 
-    job: Job | None = None
+    job: SavedRow | None = None
     detail: str = ""
     target: str = ""
     params: dict[str, Any] = field(default_factory=dict)

@@ -184,7 +184,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "ENUM_NAME_OVERRIDES": {
-        "VMStateEnum": "vms.choices.VMState",
+        "VMStateEnum": "nodes.hypervisor.states.VMState",
         "VpnStateEnum": "vpn.choices.VpnState",
     },
 }

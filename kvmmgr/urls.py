@@ -1,4 +1,8 @@
-"""Top-level URLs: one namespace per app."""
+"""Top-level URLs: one namespace per app.
+
+This is the composition root: it may import every app. A page that belongs to a
+higher app but lives under a lower app's path and namespace is joined here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ from django.urls import include, path
 
 from kvmmgr import views, views_tokens
 from kvmmgr.login import GuardedLoginView
+from nodes import urls as nodes_urls
+from vms.views import evacuate
+
+# The evacuation page plans and starts vms' jobs, but sits with the node pages.
+nodes_patterns = [
+    *nodes_urls.urlpatterns,
+    path("<int:pk>/evacuate/", evacuate.node_evacuate, name="node_evacuate"),
+]
 
 urlpatterns = [
     path("login/", GuardedLoginView.as_view(), name="login"),
@@ -15,7 +27,7 @@ urlpatterns = [
     path("account/tokens/", views_tokens.token_list, name="token_list"),
     path("account/tokens/<int:pk>/revoke/", views_tokens.token_revoke, name="token_revoke"),
     path("api/v1/", include(("kvmmgr.api.urls", "api"), namespace="api")),
-    path("nodes/", include("nodes.urls")),
+    path("nodes/", include((nodes_patterns, nodes_urls.app_name))),
     path("vpn/", include("vpn.urls")),
     path("stats/", include("stats.urls")),
     path("", include("jobs.urls")),

@@ -6,9 +6,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from stats.services import series
-from vms.choices import VMState
 from vms.models import VirtualMachine
 
 

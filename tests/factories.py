@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from kvmmgr.access import Actor
 from kvmmgr.models import Role
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import VMState
 from vms.models import VirtualMachine
 
 _counter = itertools.count(1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import VMState
 
 
 class VirtualMachineQuerySet(models.QuerySet["VirtualMachine"]):

@@ -26,3 +26,9 @@ class VpnConfig(AppConfig):
                     stale_hint="the tunnel's state (manage.py vpn status)",
                 )
             )
+
+        # nodes and vms name tunnels in their messages through this explainer.
+        from nodes.services import links
+        from vpn.links import TunnelExplainer
+
+        links.register(TunnelExplainer())

@@ -9,9 +9,8 @@ import libvirt
 
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.errors import HypervisorError
-from nodes.hypervisor.states import state_from_libvirt
+from nodes.hypervisor.states import VMState, state_from_libvirt
 from nodes.hypervisor.xml import parse_domain_devices, parse_domain_xml
-from vms.choices import VMState
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import libvirt
 
 from nodes.hypervisor.connection import connection_for, translate_error
 from nodes.hypervisor.errors import HypervisorError
-from nodes.hypervisor.states import state_from_libvirt
+from nodes.hypervisor.states import VMState, state_from_libvirt
 from nodes.hypervisor.xml import DomainDevices, parse_domain_devices, vnc_graphics_with_password
-from vms.choices import VMState
 
 # A running migration or other domain job is aborted before a destroy: destroying
 # a domain whose migration was cancelled mid-copy crashed libvirtd 9.0 once.

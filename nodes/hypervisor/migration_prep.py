@@ -18,9 +18,8 @@ import libvirt
 from nodes.hypervisor.connection import connection_for
 from nodes.hypervisor.errors import HypervisorError
 from nodes.hypervisor.networks import DEFAULT_MTU, link_mtus
-from nodes.hypervisor.states import state_from_libvirt
+from nodes.hypervisor.states import VMState, state_from_libvirt
 from nodes.hypervisor.xml import parse_domain_devices
-from vms.choices import VMState
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from typing import Any
 import libvirt
 
 from nodes.hypervisor.connection import connection_for
-from nodes.hypervisor.states import state_from_libvirt
-from vms.choices import VMState
+from nodes.hypervisor.states import VMState, state_from_libvirt
 
 _STATS_GROUPS = (
     libvirt.VIR_DOMAIN_STATS_STATE

@@ -9,14 +9,12 @@ from django.utils import timezone
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.models import Node, VirtType
-from nodes.services import hostkeys
-from vms.models import VirtualMachine
+from nodes.services import hooks, hostkeys
 
 
 def _enqueue_refresh(node_id: int) -> None:
-    from nodes.tasks import refresh_node
-
-    transaction.on_commit(lambda: refresh_node.delay(node_id))
+    """Ask for an inventory refresh of the node once the change is committed (vms queues it)."""
+    transaction.on_commit(lambda: hooks.refresh_requested(node_id))
 
 
 def _enqueue_forget(node: Node) -> None:
@@ -108,7 +106,7 @@ def remove_node(node: Node, actor: Actor) -> int:
     """
     with audit.action(actor, Permission.NODE_MANAGE, "node.remove", target=node.name) as done:
         with transaction.atomic():
-            removed, _ = VirtualMachine.objects.filter(node=node).delete()
+            removed = hooks.node_removed(node)  # the inventory rows of the node
             _enqueue_forget(node)
             node.delete()
         done.detail = f"removed with {removed} inventory rows"

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from nodes.hypervisor import HypervisorError, NodeCounters, node_stats
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from stats.models import NodeSample, SamplingCursor, VmSample
 from stats.services.rates import (
@@ -24,7 +25,6 @@ from stats.services.rates import (
     rate,
     vm_figures,
 )
-from vms.choices import VMState
 from vms.models import VirtualMachine
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from jobs.models import Job
 from jobs.runner import execute
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor import virtinstall
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms import vncsecret
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.create import CreateRequest, submit_create

@@ -19,6 +19,7 @@ from django.test import override_settings
 from jobs import reaper, runner
 from jobs.choices import JobStatus
 from jobs.models import Job
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -26,7 +27,6 @@ from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory, lifecycle
 

@@ -19,6 +19,7 @@ from jobs.actions import request_abort
 from jobs.choices import JobStatus
 from jobs.context import JobContext
 from jobs.models import Job
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.eager import eager_tasks
@@ -30,7 +31,6 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from tests.lab.trust import confirm_host_key
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory, reconcile
 from vms.services.migration.options import parse_options

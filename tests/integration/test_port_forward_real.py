@@ -20,6 +20,7 @@ from jobs import runner
 from jobs.choices import JobStatus
 from jobs.models import Job
 from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from stats.services import sampling
@@ -29,7 +30,6 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory, lifecycle
 from vms.services.create import CreateRequest, submit_create

@@ -13,12 +13,12 @@ from django.urls import reverse
 
 from nodes.hypervisor import HypervisorError, list_domains, probe_host
 from nodes.hypervisor import connection as conn_module
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import actor
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
 

@@ -22,10 +22,11 @@ from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.api import tokens
 from kvmmgr.models import ApiToken, AuditEntry, Role
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.conftest import make_user
 from tests.factories import make_node, make_vm
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from jobs.models import Job
 from kvmmgr import htpasswd
 from kvmmgr.access import AccessDenied, Actor, Permission
 from kvmmgr.models import AppendOnlyError, AuditEntry, Role
+from nodes.hypervisor.states import VMState
 from nodes.services import registry
 from tests.factories import actor, make_node, make_vm
-from vms.choices import VMState
 from vms.services import lifecycle
 
 

@@ -11,9 +11,9 @@ from django.test import Client
 from django.urls import reverse
 
 from kvmmgr.models import AuditEntry
+from nodes.hypervisor.states import VMState
 from tests.factories import make_node, make_vm
 from vms import vncsecret
-from vms.choices import VMState
 from vms.models import ConsoleTicket, VirtualMachine
 from vms.services import console_tickets
 from vms.services.console_tickets import TicketRefused, redeem

@@ -16,10 +16,11 @@ from jobs.errors import JobConflict
 from jobs.models import Job
 from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import lifecycle
 

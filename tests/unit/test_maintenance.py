@@ -16,10 +16,10 @@ from django.utils import timezone
 from jobs.models import Job
 from kvmmgr.access import Actor
 from kvmmgr.models import AuditEntry
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
-from vms.choices import VMState
 from vms.services.create import CreateRequest, validate
 from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration

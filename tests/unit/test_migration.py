@@ -13,9 +13,10 @@ from django.utils import timezone
 from jobs.choices import JobStatus
 from jobs.errors import JobConflict
 from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
+from nodes.hypervisor.states import VMState
 from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_failure, peer_uri
 from tests.factories import actor, make_node, make_vm
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.services.migration.options import MigrationOptions, parse_options
 from vms.services.migration.prechecks import tcg_live_migration_warning
 from vms.services.migration.request import request_migration

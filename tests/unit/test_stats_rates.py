@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nodes.hypervisor.states import VMState
 from nodes.hypervisor.stats import HostCounters, parse_domain_record
 from stats.services.rates import counters_of, node_figures, rate, vm_figures
-from vms.choices import VMState
 
 UUID = "0b7a5cde-0000-4000-8000-000000000001"
 

@@ -12,11 +12,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from stats.models import NodeSample, VmSample
 from stats.services.retention import run_retention
 from tests.factories import make_node, make_vm
-from vms.choices import VMState
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db

@@ -6,10 +6,11 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from nodes import tasks
 from nodes.models import Node
+from nodes.services import registry
 from tests.eager import eager_tasks
-from tests.factories import make_node
+from tests.factories import actor, make_node
+from vms import inventory_tasks as tasks
 from vms.models import VirtualMachine
 
 
@@ -49,3 +50,15 @@ def test_refreshnodes_now_command(node_xml: Callable[..., str], capsys) -> None:
     call_command("refreshnodes", "n1", "--now")
     assert "2 domains" in capsys.readouterr().out
     assert Node.objects.get().last_seen is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_adding_a_node_refreshes_its_inventory_through_the_registry_hook(
+    node_xml: Callable[..., str],
+) -> None:
+    # nodes' registry cannot import vms: the refresh goes through nodes.services.hooks.
+    with eager_tasks():
+        node = registry.add_node(actor=actor(), name="fresh", uri=node_xml(2, name="fresh"))
+    node.refresh_from_db()
+    assert node.status_label == "online"
+    assert VirtualMachine.objects.filter(node=node).count() == 2

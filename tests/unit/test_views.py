@@ -9,9 +9,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.factories import make_node, make_vm
-from vms.choices import VMState
 from vms.services import inventory
 
 

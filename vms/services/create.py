@@ -29,11 +29,12 @@ from nodes.hypervisor import HypervisorError, probe_host, virtinstall
 from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.lifecycle import set_vnc_password
+from nodes.hypervisor.states import VMState
 from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
 from nodes.models import Node
 from nodes.validators import validate_name
 from vms import vncsecret
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.flavors import FLAVORS
 from vms.jobkinds import lock_key_for
 from vms.models import VirtualMachine

@@ -30,9 +30,10 @@ from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from kvmmgr.models import Role
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from nodes.services import registry, trust
-from vms.choices import JobKind, VMState
+from nodes.services import links, registry, trust
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.migration.options import parse_options
@@ -101,32 +102,6 @@ def _disk_needs(vm: VirtualMachine, source: Node) -> list[tuple[str, int]]:
     return needs
 
 
-def _tunnel_down(source: Node, dest: Node) -> str:
-    """Why the tunnel carrying ``dest``'s peer path is not usable as last recorded, or ""
-    (no tunnel, or both members up). The migration's own pre-check asks the nodes."""
-    from vpn.choices import VpnState
-    from vpn.models import TunnelMember
-    from vpn.services import tunnel_of_address
-
-    name = tunnel_of_address(dest.effective_migration_address)
-    if not name:
-        return ""
-    members = {
-        m.node_id: m
-        for m in TunnelMember.objects.filter(tunnel__name=name, node__in=[source, dest])
-    }
-    for node in (source, dest):
-        member = members.get(node.pk)
-        if member is None:
-            return f"{node.name} is not in tunnel {name}, which carries {dest.name}'s peer path"
-        if member.state != VpnState.UP:
-            return (
-                f"tunnel {name} was last seen {member.state} on {node.name} "
-                f"(manage.py vpn status reads it again)"
-            )
-    return ""
-
-
 def _path_problem(source: Node, dest: Node) -> str:
     """What keeps every VM of ``source`` from ``dest``, whatever the VM, or ""."""
     if not dest.is_online:
@@ -137,7 +112,7 @@ def _path_problem(source: Node, dest: Node) -> str:
     if unconfirmed:
         names = ", ".join(n.name for n in unconfirmed)
         return f"host key of {names} not confirmed (manage.py trustnode)"
-    return _tunnel_down(source, dest)
+    return links.recorded_problem(source, dest)
 
 
 def _kind_problem(source: Node, dest: Node) -> str:

@@ -11,10 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from nodes.hypervisor import DomainInfo, HypervisorError, collect_facts, list_domains
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import VMState
+from nodes.services import links
 from vms.models import VirtualMachine
-from vpn.services import unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def refresh_node(node: Node) -> RefreshResult:
             facts = collect_facts(node.uri)
     except HypervisorError as exc:
         # A node reached through a VPN tunnel is reported as "VPN down".
-        message = unreachable_reason(node, exc.message)
+        message = links.unreachable_reason(node, exc.message)
         Node.objects.filter(pk=node.pk).update(last_attempt_at=attempted, last_error=message)
         log.warning("inventory of %s failed: %s", node.name, message)
         return RefreshResult(node=node.name, ok=False, error=message)
@@ -144,3 +144,12 @@ def _row_values(node: Node, domain: DomainInfo) -> dict[str, object]:
         "vnc_listen": domain.vnc_listen,
         "xml_summary": domain.xml_summary,
     }
+
+
+def forget_node(node: Node) -> int:
+    """Delete the inventory rows of a node being removed (the registry's removal hook).
+
+    Returns how many rows went, those that cascade with them included.
+    """
+    removed, _ = VirtualMachine.objects.filter(node=node).delete()
+    return removed

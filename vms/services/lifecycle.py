@@ -23,10 +23,11 @@ from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.hypervisor import HypervisorError, volumes_delete
 from nodes.hypervisor import lifecycle as hv
+from nodes.hypervisor.states import VMState
 from nodes.hypervisor.xml import DiskDevice
 from nodes.models import Node
 from nodes.validators import validate_name
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import inventory
 

@@ -21,8 +21,9 @@ from jobs.context import JobContext
 from jobs.models import Job
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration_prep as prep
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.migration.settle import settle_destination

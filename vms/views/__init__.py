@@ -1,1 +1,1 @@
-"""The VM pages: list, detail, create, actions, migrate, console."""
+"""The VM pages: list, detail, create, actions, migrate, console; a node's evacuation."""

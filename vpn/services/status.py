@@ -145,3 +145,26 @@ def tunnel_problem(nodes: list[Node]) -> str:
                             f"{fresh.tunnel.name} (server {fresh.node.name})"
                         )
     return ""
+
+
+def recorded_tunnel_problem(source: Node, dest: Node) -> str:
+    """Why the tunnel carrying ``dest``'s peer path is not usable as last recorded, or ""
+    (no tunnel, or both members up). An evacuation plans with it from the database alone;
+    the migration's own pre-check asks the nodes."""
+    name = tunnel_of_address(dest.effective_migration_address)
+    if not name:
+        return ""
+    members = {
+        m.node_id: m
+        for m in TunnelMember.objects.filter(tunnel__name=name, node__in=[source, dest])
+    }
+    for node in (source, dest):
+        member = members.get(node.pk)
+        if member is None:
+            return f"{node.name} is not in tunnel {name}, which carries {dest.name}'s peer path"
+        if member.state != VpnState.UP:
+            return (
+                f"tunnel {name} was last seen {member.state} on {node.name} "
+                f"(manage.py vpn status reads it again)"
+            )
+    return ""

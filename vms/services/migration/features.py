@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nodes import features as nf
 from nodes.models import Node
+from nodes.services import links
 
 COMPRESSION_CHOICES = ("auto", "none", "zstd", "zlib", "xbzrle")
 # What "parallel connections" means when the admin left it at 0 but multifd
@@ -172,9 +173,7 @@ def slow_link_reason(bandwidth_mib_s: int, dest: Node) -> str:
     """Why the link to ``dest`` counts as slow, or "" when nothing says so."""
     if 0 < bandwidth_mib_s <= SLOW_LINK_MIB_S:
         return f"the bandwidth is capped at {bandwidth_mib_s} MiB/s"
-    from vpn.services import tunnel_of_address
-
-    tunnel = tunnel_of_address(dest.effective_migration_address)
+    tunnel = links.overlay_of(dest.effective_migration_address)
     if tunnel:
         return f"{dest.name} is reached through VPN tunnel {tunnel}"
     return ""

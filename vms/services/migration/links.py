@@ -7,7 +7,7 @@ import logging
 from jobs.context import JobContext
 from nodes.hypervisor import HypervisorError
 from nodes.models import Node
-from nodes.services import trust
+from nodes.services import links, trust
 from vms.services.migration.options import MIGRATION_PORT
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,11 @@ def recheck_peer_path(ctx: JobContext, source: Node, dest: Node, exc: Hypervisor
 
 def tunnel_down_reason(source: Node, dest: Node) -> str:
     """Why the tunnel carrying ``dest``'s peer path is down, or '' (no tunnel, or up)."""
-    from vpn.services import tunnel_of_address, tunnel_problem
-
-    tunnel = tunnel_of_address(dest.effective_migration_address)
+    tunnel = links.overlay_of(dest.effective_migration_address)
     if not tunnel:
         return ""
     try:
-        return tunnel_problem([source, dest])
+        return links.link_problem([source, dest])
     except Exception as probe_exc:  # a diagnosis must never hide the failure itself
         log.warning("could not read the state of tunnel %s: %s", tunnel, probe_exc)
         return ""
@@ -64,10 +62,8 @@ def explain_link_loss(exc: HypervisorError, source: Node, dest: Node) -> Hypervi
     whatever libvirt's own words were. When the tunnel looks up but libvirt
     reported a broken connection, the message still names the tunnel.
     """
-    from vpn.services import tunnel_of_address
-
     address = dest.effective_migration_address
-    tunnel = tunnel_of_address(address)
+    tunnel = links.overlay_of(address)
     if not tunnel:
         return exc
     problem = tunnel_down_reason(source, dest)

@@ -20,9 +20,9 @@ from jobs.errors import JobAborted
 from jobs.models import Job
 from nodes.hypervisor import HypervisorError
 from nodes.hypervisor import migration as hv
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import trust
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services.migration import media as migration_media
 from vms.services.migration import peer_proof

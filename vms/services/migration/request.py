@@ -11,9 +11,10 @@ from jobs.models import Job
 from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from vms.choices import JobKind, VMState
+from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services.migration import features as mf
 from vms.services.migration.options import MigrationOptions, wanted

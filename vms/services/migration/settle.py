@@ -14,8 +14,8 @@ from jobs.errors import JobAborted
 from nodes.hypervisor import HypervisorError, answers
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import migration_prep as prep
+from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from vms.choices import VMState
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.migration.options import MIB, MigrationOptions
