@@ -8,3 +8,9 @@ from django.apps import AppConfig
 class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Jobs"
+
+    def ready(self) -> None:
+        # The runner hands queued jobs to the Celery task without importing it.
+        from jobs import runner, tasks
+
+        runner.set_dispatch(tasks.run_job.delay)

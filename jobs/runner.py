@@ -30,11 +30,22 @@ from jobs.models import Job
 log = logging.getLogger(__name__)
 
 
+# How a queued job reaches a worker: the Celery task's ``delay``, set by
+# ``JobsConfig.ready()`` (the task module imports this one, not the other way round).
+_dispatch: Callable[[int], object] | None = None
+
+
+def set_dispatch(dispatch: Callable[[int], object]) -> None:
+    global _dispatch  # noqa: PLW0603 - set once, at app start
+    _dispatch = dispatch
+
+
 def enqueue(job_id: int) -> None:
     """Hand a queued job to a worker once the current transaction commits."""
-    from jobs.tasks import run_job
-
-    transaction.on_commit(lambda: run_job.delay(job_id))
+    if _dispatch is None:
+        raise RuntimeError("jobs: no dispatcher set; is the jobs app in INSTALLED_APPS?")
+    dispatch = _dispatch
+    transaction.on_commit(lambda: dispatch(job_id))
 
 
 def submit(

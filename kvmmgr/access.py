@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 
 from kvmmgr.auditlog import record
-from kvmmgr.models import Role
+from kvmmgr.models import Role, UserRole
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -99,8 +101,6 @@ class Actor:
         """
         if user is None or not user.is_authenticated or not user.is_active:
             return cls(name="anonymous", role=Role.VIEWER, source=source)
-        from kvmmgr.models import UserRole
-
         try:
             role: str = user.kvmmgr_role.role
         except UserRole.DoesNotExist:
@@ -129,8 +129,6 @@ def cli_actor() -> Actor:
     source = "cli"
     name = os.environ.get("KVMMGR_ACTOR", "").strip()
     if name:
-        from django.contrib.auth import get_user_model
-
         user = get_user_model().objects.filter(username=name).first()
         if user is None:
             raise AccessDenied(f"KVMMGR_ACTOR={name!r} is not a kvmmgr user (see manage.py users)")
@@ -189,6 +187,4 @@ def context(request: HttpRequest) -> dict[str, Any]:
 
 
 def _auth_mode() -> str:
-    from django.conf import settings
-
     return settings.KVMMGR_AUTH

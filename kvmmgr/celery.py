@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmmgr.settings")
 
@@ -16,8 +17,6 @@ app.autodiscover_tasks()
 @app.on_after_finalize.connect
 def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
     # Read from settings here, not at import time, so tests may change the interval.
-    from django.conf import settings
-
     sender.add_periodic_task(
         settings.KVMMGR_INVENTORY_INTERVAL,
         sender.signature("nodes.tasks.refresh_all_nodes"),

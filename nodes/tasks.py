@@ -9,7 +9,9 @@ import logging
 
 from celery import shared_task
 
+from nodes.hypervisor import HypervisorError
 from nodes.models import Node
+from nodes.services import trust
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +24,6 @@ def forget_migration_key(name: str, known_name: str) -> list[str]:
     A peer that cannot be reached now keeps the key; the log says which, so an admin
     can remove the line (marked ``kvmmgr-migration@NAME``) by hand.
     """
-    from nodes.hypervisor import HypervisorError
-    from nodes.services import trust
-
     report = []
     for peer in Node.objects.filter(uri__startswith="qemu+ssh://").exclude(name=name):
         try:

@@ -32,6 +32,7 @@ for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break;
 echo "== lint and checks"
 "$ROOT/.venv/bin/ruff" check .
 "$ROOT/.venv/bin/ruff" format --check .
+"$ROOT/.venv/bin/lint-imports" --no-cache
 "$PY" manage.py check
 "$PY" manage.py makemigrations --check --dry-run
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from vms.services.reconcile import reconcile_all
+
 
 @shared_task(name="vms.tasks.reconcile_migrations", ignore_result=True)
 def reconcile_migrations() -> int:
-    from vms.services.reconcile import reconcile_all
-
     return len(reconcile_all())

@@ -10,6 +10,8 @@ from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
 from nodes.models import Node, VirtType
 from nodes.services import hooks, hostkeys
+from nodes.services.trust import known_hosts_name
+from nodes.tasks import forget_migration_key
 
 
 def _enqueue_refresh(node_id: int) -> None:
@@ -21,9 +23,6 @@ def _enqueue_forget(node: Node) -> None:
     """Remove ``node``'s migration key and host key from its peers, after commit."""
     if not node.uri.startswith("qemu+ssh://"):
         return
-    from nodes.services.trust import known_hosts_name
-    from nodes.tasks import forget_migration_key
-
     args = (node.name, known_hosts_name(node))
     transaction.on_commit(lambda: forget_migration_key.delay(*args))
 

@@ -38,6 +38,7 @@ from vms.choices import JobKind
 from vms.flavors import FLAVORS
 from vms.jobkinds import lock_key_for
 from vms.models import VirtualMachine
+from vms.services.inventory import refresh_node
 
 GIB = 1024**3
 DISK_FORMATS = ("qcow2", "raw")
@@ -544,8 +545,6 @@ def _clean_up(ctx: JobContext, node: Node, spec: virtinstall.CreateSpec) -> str:
 
 def _record_vm(ctx: JobContext, node: Node, spec: virtinstall.CreateSpec) -> None:
     """Refresh the node's inventory, then store the sealed VNC password on the VM row."""
-    from vms.services.inventory import refresh_node
-
     result = refresh_node(node)
     if not result.ok:
         ctx.log(f"inventory refresh failed ({result.error}); recording the VM from the request")

@@ -26,6 +26,7 @@ from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import media as hv_media
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor import storage as hv_storage
+from nodes.hypervisor.xml import without_media
 from nodes.models import Node
 from vms.choices import MediaRemedy
 from vms.models import VirtualMachine
@@ -201,8 +202,6 @@ def eject_for_cold(
     """The definition a cold move defines on the destination, without those media."""
     if not plan.eject:
         return inactive_xml
-    from nodes.hypervisor.xml import without_media
-
     xml = without_media(inactive_xml, plan.eject_targets)
     _eject_log(ctx, plan, vm, dest)
     return xml
