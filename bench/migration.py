@@ -241,9 +241,9 @@ def product_migration(
     vm_uuid: str, guest: str, source: Any, dest: Any, options: dict[str, Any]
 ) -> Run:
     from vms.choices import JobStatus
+    from vms.forms.migrate import migration_options
     from vms.models import Job, VirtualMachine
     from vms.services import jobs
-    from vms.services.migration.options import parse_options
     from vms.services.migration.request import request_migration
 
     vm = VirtualMachine.objects.get(uuid=vm_uuid)
@@ -251,7 +251,7 @@ def product_migration(
         raise RuntimeError(f"inventory has {vm.name} on {vm.node.name}, expected {source.name}")
     marks: list[Mark] = []
     t0 = time.perf_counter()
-    job = request_migration(vm, dest, parse_options(options), actor())
+    job = request_migration(vm, dest, migration_options(options), actor())
     status = jobs.execute(job.pk, handler=_timed_handler(marks))
     t_end = time.perf_counter()
     job = Job.objects.get(pk=job.pk)

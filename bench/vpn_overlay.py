@@ -137,11 +137,11 @@ def throughput(
 
 def migrate(vm: Any, dest: Any) -> tuple[float, Any]:
     from vms.choices import JobStatus
+    from vms.forms.migrate import migration_options
     from vms.services import jobs
-    from vms.services.migration.options import parse_options
     from vms.services.migration.request import request_migration
 
-    job = request_migration(vm, dest, parse_options({}), actor())
+    job = request_migration(vm, dest, migration_options({}), actor())
     started = time.monotonic()
     jobs.execute(job.pk)
     seconds = time.monotonic() - started

@@ -1,5 +1,6 @@
-"""What the API returns, and the shapes of what it accepts (the services validate
-meaning: names, sizes, nodes, options)."""
+"""What the API returns, and the shapes of what it accepts. An action's input is its
+form's (``kvmmgr.inputs.api``): the form validates it; the services check meaning
+against the database (nodes, names, states)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 from rest_framework import serializers
 
+from kvmmgr.inputs.api import form_serializer
 from kvmmgr.models import ApiToken, AuditEntry
 from nodes.models import Node, VirtType
 from nodes.services import hostkeys
+from vms.forms.migrate import MigrationOptionsForm
 from vms.models import Job, VirtualMachine
 from vpn.models import Tunnel, TunnelMember
 
@@ -124,21 +127,11 @@ class DeleteSerializer(serializers.Serializer[dict[str, Any]]):
     force_off = serializers.BooleanField(required=False)
 
 
-class MigrateSerializer(serializers.Serializer[dict[str, Any]]):
-    destination = serializers.CharField(help_text="node name")
-    bandwidth_mib_s = serializers.IntegerField(required=False)
-    max_downtime_ms = serializers.IntegerField(required=False)
-    auto_converge = serializers.BooleanField(required=False)
-    compression = serializers.CharField(required=False)
-    postcopy = serializers.BooleanField(required=False)
-    completion_timeout_s = serializers.IntegerField(required=False)
-    stall_timeout_s = serializers.IntegerField(required=False)
-    timeout_policy = serializers.CharField(required=False)
-    keep_source_disks = serializers.BooleanField(required=False)
-    parallel_connections = serializers.IntegerField(required=False)
-    sync_writes = serializers.BooleanField(required=False)
-    check_only = serializers.BooleanField(required=False)
-    media = serializers.CharField(required=False, allow_blank=True)
+MigrateSerializer = form_serializer(
+    "MigrateSerializer",
+    MigrationOptionsForm,
+    extra={"destination": serializers.CharField(help_text="node name")},
+)
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):

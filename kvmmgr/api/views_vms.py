@@ -25,7 +25,6 @@ from nodes.models import Node
 from vms.models import VirtualMachine
 from vms.services import console_tickets, lifecycle
 from vms.services.create import CreateRequest, submit_create
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
 
@@ -116,9 +115,9 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
         data = MigrateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        options = dict(data.validated_data)
-        dest = _node(options.pop("destination"), "destination")
-        job = request_migration(self.get_object(), dest, parse_options(options), actor(request))
+        dest = _node(data.validated_data["destination"], "destination")
+        options = data.validated_data["form"].options()
+        job = request_migration(self.get_object(), dest, options, actor(request))
         return accepted(job)
 
     @extend_schema(

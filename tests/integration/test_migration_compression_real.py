@@ -23,9 +23,9 @@ from tests.lab.liveness import ALIVE, serial_numbers
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory, jobs
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
 
@@ -52,7 +52,7 @@ def test_zstd_multifd_compression_is_used_and_shows_in_the_stats(
     # Both freshly seen (the boot took longer than the offline threshold).
     assert inventory.refresh_node(node1).ok and inventory.refresh_node(node2).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
-    job = request_migration(vm, node2, parse_options({"compression": "zstd"}), actor("tester"))
+    job = request_migration(vm, node2, migration_options({"compression": "zstd"}), actor("tester"))
     jobs.execute(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.log

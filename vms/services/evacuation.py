@@ -27,10 +27,10 @@ from kvmmgr.models import Role
 from nodes.models import Node
 from nodes.services import registry, trust
 from vms.choices import JobKind, JobStatus, VMState
+from vms.forms.migrate import migration_options
 from vms.models import Job, VirtualMachine
 from vms.services import inventory
 from vms.services.jobs import JobAborted, JobConflict, JobContext, JobFailed, submit
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
 POLL_SECONDS = 1.0
@@ -254,7 +254,7 @@ def request_evacuation(
             raise ValidationError(
                 {"per_destination": [f"1 to {MAX_PARALLEL} migrations into one node at once."]}
             )
-        parse_options(dict(options or {}))  # every option checked before anything starts
+        migration_options(dict(options or {}))  # every option checked before anything starts
         if returning:
             if node.in_maintenance:
                 raise ValidationError(
@@ -329,7 +329,7 @@ def _start_child(ctx: JobContext, move: Move, options: dict[str, Any]) -> None:
         return
     move.attempts += 1
     try:
-        child = request_migration(vm, dest, parse_options(dict(options)), _child_actor(ctx))
+        child = request_migration(vm, dest, migration_options(dict(options)), _child_actor(ctx))
     except (ValidationError, JobConflict) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         move.state, move.error = "failed", message

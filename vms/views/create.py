@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
-from vms.forms_create import CreateVMForm
+from vms.forms.create import CreateVMForm
 from vms.services.create import submit_create
 
 
