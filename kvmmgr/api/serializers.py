@@ -8,10 +8,11 @@ from typing import Any
 
 from rest_framework import serializers
 
-from kvmmgr.inputs.api import form_serializer
+from kvmmgr.inputs.api import FormSerializer, form_serializer
 from kvmmgr.models import ApiToken, AuditEntry
 from nodes.models import Node, VirtType
 from nodes.services import hostkeys
+from vms.forms.create import CreateVMForm
 from vms.forms.migrate import MigrationOptionsForm
 from vms.models import Job, VirtualMachine
 from vpn.models import Tunnel, TunnelMember
@@ -101,21 +102,21 @@ class VMDetailSerializer(VMSerializer):
         fields = [*VMSerializer.Meta.fields, "xml_summary"]
 
 
-class CreateVMSerializer(serializers.Serializer[dict[str, Any]]):
-    node = serializers.CharField(help_text="node name")
-    name = serializers.CharField(max_length=255)
-    vcpus = serializers.IntegerField()
-    memory_mib = serializers.IntegerField()
-    media = serializers.ChoiceField(choices=["iso", "import", "pxe"])
-    disk_gib = serializers.IntegerField(required=False, allow_null=True)
-    disk_format = serializers.ChoiceField(choices=["qcow2", "raw"], required=False)
-    pool = serializers.CharField(required=False, allow_blank=True)
-    iso = serializers.CharField(required=False, allow_blank=True)
-    import_volume = serializers.CharField(required=False, allow_blank=True)
-    network = serializers.CharField(required=False, allow_blank=True)
-    bridge = serializers.CharField(required=False, allow_blank=True)
-    os_variant = serializers.CharField(required=False, allow_blank=True)
-    vnc_port = serializers.IntegerField(required=False, allow_null=True)
+class _CreateFormSerializer(FormSerializer):
+    """The form needs the node, and validates inside ``submit_create`` (so a refused
+    create is audited): here only the body's fields are picked."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        names = set(self.form_class.base_fields)
+        return {"node": attrs["node"], "data": {k: v for k, v in attrs.items() if k in names}}
+
+
+CreateVMSerializer = form_serializer(
+    "CreateVMSerializer",
+    CreateVMForm,
+    extra={"node": serializers.CharField(help_text="node name")},
+    base=_CreateFormSerializer,
+)
 
 
 class ShutdownSerializer(serializers.Serializer[dict[str, Any]]):

@@ -22,9 +22,10 @@ from kvmmgr.api.serializers import (
     VMSerializer,
 )
 from nodes.models import Node
+from vms.forms.create import CreateVMForm
 from vms.models import VirtualMachine
 from vms.services import console_tickets, lifecycle
-from vms.services.create import CreateRequest, submit_create
+from vms.services.create import submit_create
 from vms.services.migration.request import request_migration
 
 
@@ -68,9 +69,9 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
     def create(self, request: Request) -> Response:
         data = CreateVMSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        values["node"] = _node(values.pop("node"), "node")
-        job = submit_create(CreateRequest(**values), actor=actor(request))
+        node = _node(data.validated_data["node"], "node")
+        form = CreateVMForm(node, data.validated_data["data"])
+        job = submit_create(form, actor=actor(request))
         return accepted(job)
 
     @extend_schema(request=None, responses={202: AcceptedSerializer})

@@ -60,6 +60,8 @@ class WholeNumber(forms.IntegerField):
         }
 
     def _fail(self, key: str, code: str, **params: Any) -> ValidationError:
+        if "value" in params:
+            params["short"] = str(params["value"])[:20]
         text = self.messages[key].format(
             noun=self.noun, low=self.min_value, high=self.max_value, **params
         )
@@ -116,7 +118,8 @@ class Choice(forms.ChoiceField):
     """One of ``choices``; empty means ``default``; a bad one gets ``message``.
 
     ``message`` may use ``{choices}`` (the non-empty values, comma-separated) and
-    ``{value}``. ``normalize`` runs on the stripped text (e.g. ``str.lower``).
+    ``{value}``. ``normalize`` runs on the stripped text (e.g. ``str.lower``); without
+    it the text is taken as sent.
     """
 
     def __init__(
@@ -145,6 +148,8 @@ class Choice(forms.ChoiceField):
         return text or self.default
 
     def validate(self, value: str) -> None:
+        if value == self.default:
+            return  # "not given" (the form may tell what that means)
         if value not in self.values():
             choices = ", ".join(v for v in self.values() if v)
             raise ValidationError(

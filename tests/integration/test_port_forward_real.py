@@ -27,10 +27,11 @@ from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
 from vms.choices import JobStatus, VMState
+from vms.forms.create import create_form
 from vms.forms.migrate import migration_options
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, jobs, lifecycle
-from vms.services.create import CreateRequest, submit_create
+from vms.services.create import submit_create
 from vms.services.migration.request import request_migration
 from vpn import services
 
@@ -124,15 +125,15 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
 
     base = {"node": node, "vcpus": 1, "memory_mib": 128, "bridge": nat2_guest_bridge}
     for request in (
-        CreateRequest(name="pfiso", media="iso", iso=f"default/{ISO}", disk_gib=1, **base),
-        CreateRequest(
+        create_form(name="pfiso", media="iso", iso=f"default/{ISO}", disk_gib=1, **base),
+        create_form(
             name="pfimport",
             media="import",
             import_volume="default/pfimport-disk",
             os_variant="generic",
             **base,
         ),
-        CreateRequest(name="pfpxe", media="pxe", disk_gib=1, **base),
+        create_form(name="pfpxe", media="pxe", disk_gib=1, **base),
     ):
         job = _run(submit_create(request, actor=actor("alice")))
         assert job.status == JobStatus.SUCCEEDED, (request.name, job.log)

@@ -19,9 +19,9 @@ from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
 from vms.choices import VMState
+from vms.forms.create import create_form
 from vms.forms.migrate import migration_options
 from vms.models import Job
-from vms.services.create import CreateRequest, validate
 from vms.services.migration.request import request_migration
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_a_node_in_maintenance_is_no_destination_and_says_how_to_end_it() -> Non
     assert "manage.py maintenance n2 off" in message
     assert not Job.objects.exists()
     with pytest.raises(ValidationError, match="in maintenance"):
-        validate(CreateRequest(node=dest, name="new", vcpus=1, memory_mib=128, media="pxe"))
+        create_form(node=dest, name="new", vcpus=1, memory_mib=128, media="pxe").job_params()
     registry.set_maintenance(dest, Actor.system("admin"), False)
     job = request_migration(vm, dest, migration_options({}), Actor.system("admin"))
     assert job.pk

@@ -32,11 +32,13 @@ def vm_create(request: HttpRequest) -> HttpResponse:
     if node is None:
         return render(request, "vms/vm_create.html", {"nodes": nodes, "node": None})
     form = CreateVMForm(node, request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
         try:
-            job = submit_create(form.to_request(), actor=Actor.from_request(request))
+            job = submit_create(form, actor=Actor.from_request(request))
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
+                if field in form.fields and form.has_error(field):
+                    continue  # the form shows it already
                 for error in errors:
                     form.add_error(field if field in form.fields else None, error)
         else:
