@@ -26,11 +26,17 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _help(field: forms.Field) -> str:
-    text = str(field.help_text or field.label or "")
+def _help(name: str, field: forms.Field) -> str:
+    text = str(field.help_text or field.label or name.replace("_", " "))
+    low, high = getattr(field, "min_value", None), getattr(field, "max_value", None)
+    notes = []
+    if low is not None or high is not None:
+        notes.append(f"{'' if low is None else low}–{'' if high is None else high}")
     default = getattr(field, "default", None)
     if default not in (None, "", False):
-        text += f" (default: {default})"
+        notes.append(f"default: {default}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     return text.replace("%", "%%")
 
 
@@ -51,7 +57,11 @@ def add_form_arguments(
         flags = [flag_of(name)]
         if name in aliases:
             flags.insert(0, aliases[name])
-        kwargs: dict[str, Any] = {"dest": PREFIX + name, "default": None, "help": _help(field)}
+        kwargs: dict[str, Any] = {
+            "dest": PREFIX + name,
+            "default": None,
+            "help": _help(name, field),
+        }
         if isinstance(field, Flag):
             kwargs["action"] = "store_true"
         elif isinstance(field, forms.ChoiceField) and field.choices:
