@@ -8,11 +8,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-from kvmmgr.inputs.api import FormSerializer, form_serializer
+from kvmmgr.inputs.api import ServiceFormSerializer, form_serializer
 from kvmmgr.models import ApiToken, AuditEntry
 from nodes.models import Node, VirtType
 from nodes.services import hostkeys
 from vms.forms.create import CreateVMForm
+from vms.forms.evacuate import EvacuateForm
 from vms.forms.migrate import MigrationOptionsForm
 from vms.models import Job, VirtualMachine
 from vpn.models import Tunnel, TunnelMember
@@ -61,14 +62,7 @@ class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
     virt_type = serializers.ChoiceField(choices=VirtType.choices, required=False)
 
 
-class EvacuateSerializer(serializers.Serializer[dict[str, Any]]):
-    to = serializers.ListField(child=serializers.CharField(), required=False)
-    parallel = serializers.IntegerField(required=False, default=1)
-    per_destination = serializers.IntegerField(required=False, default=1)
-    include_stopped = serializers.BooleanField(required=False, default=False)
-    options = serializers.DictField(required=False, default=dict, help_text="migration options")
-    returning = serializers.BooleanField(required=False, default=False)
-    dry_run = serializers.BooleanField(required=False, default=False)
+EvacuateSerializer = form_serializer("EvacuateSerializer", EvacuateForm, base=ServiceFormSerializer)
 
 
 class MoveSerializer(serializers.Serializer[dict[str, Any]]):
@@ -102,20 +96,11 @@ class VMDetailSerializer(VMSerializer):
         fields = [*VMSerializer.Meta.fields, "xml_summary"]
 
 
-class _CreateFormSerializer(FormSerializer):
-    """The form needs the node, and validates inside ``submit_create`` (so a refused
-    create is audited): here only the body's fields are picked."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        names = set(self.form_class.base_fields)
-        return {"node": attrs["node"], "data": {k: v for k, v in attrs.items() if k in names}}
-
-
 CreateVMSerializer = form_serializer(
     "CreateVMSerializer",
     CreateVMForm,
     extra={"node": serializers.CharField(help_text="node name")},
-    base=_CreateFormSerializer,
+    base=ServiceFormSerializer,
 )
 
 

@@ -44,6 +44,14 @@ class RawString(_Raw, serializers.CharField):
     pass
 
 
+class RawList(_Raw, serializers.ListField):
+    pass
+
+
+class RawDict(_Raw, serializers.DictField):
+    pass
+
+
 def mirror(field: forms.Field) -> serializers.Field:
     """The schema-only serializer field for one form field."""
     help_text = str(field.help_text or field.label or "")
@@ -51,6 +59,11 @@ def mirror(field: forms.Field) -> serializers.Field:
     default = getattr(field, "default", None)
     if not field.required and default not in (None, ""):
         common["default"] = default
+    kind = getattr(field, "api_kind", "")
+    if kind == "list":
+        return RawList(child=serializers.CharField(), **common)
+    if kind == "dict":
+        return RawDict(**common)
     if isinstance(field, Flag):
         common.setdefault("default", False)
         return RawBoolean(**common)
@@ -84,6 +97,16 @@ class FormSerializer(serializers.Serializer):  # type: ignore[type-arg]
         if not form.is_valid():
             raise errors_of(form)
         return {**{k: v for k, v in attrs.items() if k not in names}, "form": form}
+
+
+class ServiceFormSerializer(FormSerializer):
+    """For a service that binds and checks the form itself, inside its audit record
+    (so a refusal is audited): only the body's form fields are picked, as ``data``."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        names = set(self.form_class.base_fields)
+        picked = {k: v for k, v in attrs.items() if k in names}
+        return {**{k: v for k, v in attrs.items() if k not in names}, "data": picked}
 
 
 def form_serializer(

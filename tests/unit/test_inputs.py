@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from kvmmgr.access import Actor
 from kvmmgr.api import tokens
-from kvmmgr.api.serializers import CreateVMSerializer, MigrateSerializer
+from kvmmgr.api.serializers import CreateVMSerializer, EvacuateSerializer, MigrateSerializer
 from kvmmgr.inputs.api import form_serializer
 from kvmmgr.inputs.cli import add_form_arguments, flag_of
 from kvmmgr.inputs.fields import Flag, WholeNumber, truthy
@@ -28,6 +28,7 @@ from tests.conftest import make_user
 from tests.factories import make_node, make_vm
 from tests.unit.test_create import form_data, write_create_node
 from vms.forms.create import CreateVMForm
+from vms.forms.evacuate import EvacuateForm
 from vms.forms.migrate import MigrationOptionsForm, migration_options
 from vms.models import Job
 from vms.services import inventory
@@ -48,9 +49,12 @@ def _api() -> APIClient:
     return client
 
 
+def _parser(command: str) -> Any:
+    return load_command_class("vms", command).create_parser("manage.py", command)
+
+
 def _option_strings(command: str) -> set[str]:
-    parser = load_command_class("vms", command).create_parser("manage.py", command)
-    return {s for action in parser._actions for s in action.option_strings}
+    return {s for action in _parser(command)._actions for s in action.option_strings}
 
 
 @pytest.fixture
@@ -213,3 +217,36 @@ def test_yes_and_no_words_mean_the_same_on_every_path() -> None:
     assert [truthy(v) for v in ("off", "no", "0", "", False)] == [False] * 5
     assert migration_options({"postcopy": "off"}).postcopy is False
     assert migration_options({"compressed": "on"}).compression == "xbzrle"
+
+
+# --- evacuation ---------------------------------------------------------------------------
+
+
+def test_evacuate_flags_and_api_fields_are_the_forms() -> None:
+    names = set(EvacuateForm.base_fields)
+    flags = {s for a in _parser("evacuate")._actions for s in a.option_strings}
+    assert {flag_of(n) for n in names - {"options"}} | {"--return", "--option"} <= flags
+    assert set(EvacuateSerializer().fields) == names
+    assert EvacuateSerializer().fields["parallel"].max_value == 8
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("parallel", "0", "1 to 8 migrations at once."),
+        ("per_destination", "lots", "1 to 8 migrations into one node at once."),
+    ],
+)
+def test_bad_evacuation_input_gets_the_same_message_everywhere(
+    admin_client: Client, field: str, value: str, message: str
+) -> None:
+    source = _online("src", "198.51.100.11")
+    with pytest.raises(CommandError, match=message):
+        call_command("evacuate", "src", flag_of(field), value)
+    page = admin_client.post(f"/nodes/{source.pk}/evacuate/", {field: value}, follow=True)
+    assert message in page.content.decode()
+    response = _api().post(f"/api/v1/nodes/{source.pk}/evacuate/", {field: value}, "json")
+    assert response.status_code == 400 and response.json()["fields"] == {field: [message]}
+    with pytest.raises(CommandError, match="Max downtime below 50 ms"):
+        call_command("evacuate", "src", "--option", "max_downtime_ms=20")
+    assert not Job.objects.exists()
