@@ -233,9 +233,9 @@ class CreateVMForm(forms.Form):
             self.add_error("media", self.fields["media"].message)
         data["media"] = media
         limits = {"vcpus": self.opts.cpus, "memory_mib": self.opts.memory_free_mib}
-        for name, noun in SIZES[:2]:
-            if data.get(name) is not None:
-                self._size_limit(data, name, noun, data[name], limits[name])
+        for name, noun in SIZES:
+            if name in limits and data.get(name) is not None:
+                self._size_limit(name, noun, data[name], limits[name])
         params: dict[str, Any] = {"media": media, "flavor": data.get("flavor") or ""}
         if media == MEDIA_IMPORT:
             pool, volume = self._volume_ref(
@@ -271,9 +271,7 @@ class CreateVMForm(forms.Form):
             if data[name] is None and name != "disk_gib":  # a disk only for a new one
                 self.add_error(name, f"{noun} is required (or choose a flavor).")
 
-    def _size_limit(
-        self, data: dict[str, Any], name: str, noun: str, value: int | None, limit: int | None
-    ) -> int:
+    def _size_limit(self, name: str, noun: str, value: int | None, limit: int | None) -> int:
         if value is None:
             self.add_error(name, f"{noun} is required (or choose a flavor).")
             return 0
@@ -295,9 +293,7 @@ class CreateVMForm(forms.Form):
             available_gib = int(pool.get("available_bytes", 0)) // GIB
         size = 0
         if "disk_gib" in data:
-            size = self._size_limit(
-                data, "disk_gib", "Disk size (GiB)", data["disk_gib"], available_gib
-            )
+            size = self._size_limit("disk_gib", "Disk size (GiB)", data["disk_gib"], available_gib)
         name = data.get("name")
         if pool is not None and name and disk_format in DISK_FORMATS:
             volume = f"{name}.{virtinstall.VOLUME_EXTENSIONS[disk_format]}"
