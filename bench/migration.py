@@ -243,8 +243,8 @@ def product_migration(
     from jobs import runner
     from jobs.choices import JobStatus
     from jobs.models import Job
+    from vms.forms.migrate import migration_options
     from vms.models import VirtualMachine
-    from vms.services.migration.options import parse_options
     from vms.services.migration.request import request_migration
 
     vm = VirtualMachine.objects.get(uuid=vm_uuid)
@@ -252,7 +252,7 @@ def product_migration(
         raise RuntimeError(f"inventory has {vm.name} on {vm.node.name}, expected {source.name}")
     marks: list[Mark] = []
     t0 = time.perf_counter()
-    job = request_migration(vm, dest, parse_options(options), actor())
+    job = request_migration(vm, dest, migration_options(options), actor())
     status = runner.execute(job.pk, handler=_timed_handler(marks))
     t_end = time.perf_counter()
     job = Job.objects.get(pk=job.pk)

@@ -138,10 +138,10 @@ def throughput(
 def migrate(vm: Any, dest: Any) -> tuple[float, Any]:
     from jobs import runner
     from jobs.choices import JobStatus
-    from vms.services.migration.options import parse_options
+    from vms.forms.migrate import migration_options
     from vms.services.migration.request import request_migration
 
-    job = request_migration(vm, dest, parse_options({}), actor())
+    job = request_migration(vm, dest, migration_options({}), actor())
     started = time.monotonic()
     runner.execute(job.pk)
     seconds = time.monotonic() - started

@@ -13,4 +13,5 @@ class JobsConfig(AppConfig):
         # The runner hands queued jobs to the Celery task without importing it.
         from jobs import runner, tasks
 
-        runner.set_dispatch(tasks.run_job.delay)
+        # Late-bound, so a test may patch the task.
+        runner.set_dispatch(lambda job_id: tasks.run_job.delay(job_id))  # noqa: PLW0108

@@ -1,5 +1,6 @@
-"""What the API returns, and the shapes of what it accepts (the services validate
-meaning: names, sizes, nodes, options)."""
+"""What the API returns, and the shapes of what it accepts. An action's input is its
+form's (``kvmmgr.inputs.api``): the form validates it; the services check meaning
+against the database (nodes, names, states)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from rest_framework import serializers
 
 from jobs import registry
 from jobs.models import Job
+from kvmmgr.inputs.api import ServiceFormSerializer, form_serializer
 from kvmmgr.models import ApiToken, AuditEntry
 from nodes.models import Node, VirtType
 from nodes.services import hostkeys
+from vms.forms.create import CreateVMForm
+from vms.forms.evacuate import EvacuateForm
+from vms.forms.migrate import MigrationOptionsForm
 from vms.models import VirtualMachine
 from vpn.models import Tunnel, TunnelMember
 
@@ -59,14 +64,7 @@ class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
     virt_type = serializers.ChoiceField(choices=VirtType.choices, required=False)
 
 
-class EvacuateSerializer(serializers.Serializer[dict[str, Any]]):
-    to = serializers.ListField(child=serializers.CharField(), required=False)
-    parallel = serializers.IntegerField(required=False, default=1)
-    per_destination = serializers.IntegerField(required=False, default=1)
-    include_stopped = serializers.BooleanField(required=False, default=False)
-    options = serializers.DictField(required=False, default=dict, help_text="migration options")
-    returning = serializers.BooleanField(required=False, default=False)
-    dry_run = serializers.BooleanField(required=False, default=False)
+EvacuateSerializer = form_serializer("EvacuateSerializer", EvacuateForm, base=ServiceFormSerializer)
 
 
 class MoveSerializer(serializers.Serializer[dict[str, Any]]):
@@ -100,21 +98,12 @@ class VMDetailSerializer(VMSerializer):
         fields = [*VMSerializer.Meta.fields, "xml_summary"]
 
 
-class CreateVMSerializer(serializers.Serializer[dict[str, Any]]):
-    node = serializers.CharField(help_text="node name")
-    name = serializers.CharField(max_length=255)
-    vcpus = serializers.IntegerField()
-    memory_mib = serializers.IntegerField()
-    media = serializers.ChoiceField(choices=["iso", "import", "pxe"])
-    disk_gib = serializers.IntegerField(required=False, allow_null=True)
-    disk_format = serializers.ChoiceField(choices=["qcow2", "raw"], required=False)
-    pool = serializers.CharField(required=False, allow_blank=True)
-    iso = serializers.CharField(required=False, allow_blank=True)
-    import_volume = serializers.CharField(required=False, allow_blank=True)
-    network = serializers.CharField(required=False, allow_blank=True)
-    bridge = serializers.CharField(required=False, allow_blank=True)
-    os_variant = serializers.CharField(required=False, allow_blank=True)
-    vnc_port = serializers.IntegerField(required=False, allow_null=True)
+CreateVMSerializer = form_serializer(
+    "CreateVMSerializer",
+    CreateVMForm,
+    extra={"node": serializers.CharField(help_text="node name")},
+    base=ServiceFormSerializer,
+)
 
 
 class ShutdownSerializer(serializers.Serializer[dict[str, Any]]):
@@ -126,21 +115,11 @@ class DeleteSerializer(serializers.Serializer[dict[str, Any]]):
     force_off = serializers.BooleanField(required=False)
 
 
-class MigrateSerializer(serializers.Serializer[dict[str, Any]]):
-    destination = serializers.CharField(help_text="node name")
-    bandwidth_mib_s = serializers.IntegerField(required=False)
-    max_downtime_ms = serializers.IntegerField(required=False)
-    auto_converge = serializers.BooleanField(required=False)
-    compression = serializers.CharField(required=False)
-    postcopy = serializers.BooleanField(required=False)
-    completion_timeout_s = serializers.IntegerField(required=False)
-    stall_timeout_s = serializers.IntegerField(required=False)
-    timeout_policy = serializers.CharField(required=False)
-    keep_source_disks = serializers.BooleanField(required=False)
-    parallel_connections = serializers.IntegerField(required=False)
-    sync_writes = serializers.BooleanField(required=False)
-    check_only = serializers.BooleanField(required=False)
-    media = serializers.CharField(required=False, allow_blank=True)
+MigrateSerializer = form_serializer(
+    "MigrateSerializer",
+    MigrationOptionsForm,
+    extra={"destination": serializers.CharField(help_text="node name")},
+)
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):

@@ -100,7 +100,8 @@ class NodeViewSet(viewsets.ModelViewSet):
         """Plan (``dry_run``) or start moving every VM off the node (``returning``: back)."""
         data = EvacuateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        plan, job = request_evacuation(self.get_object(), actor(request), **data.validated_data)
+        node = self.get_object()
+        plan, job = request_evacuation(node, actor(request), **data.validated_data["data"])
         if job is None:
             return Response({"plan": plan.as_dicts()})
         return accepted(job)

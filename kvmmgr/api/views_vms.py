@@ -22,10 +22,10 @@ from kvmmgr.api.serializers import (
     VMSerializer,
 )
 from nodes.models import Node
+from vms.forms.create import CreateVMForm
 from vms.models import VirtualMachine
 from vms.services import console_tickets, lifecycle
-from vms.services.create import CreateRequest, submit_create
-from vms.services.migration.options import parse_options
+from vms.services.create import submit_create
 from vms.services.migration.request import request_migration
 
 
@@ -69,9 +69,9 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
     def create(self, request: Request) -> Response:
         data = CreateVMSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        values["node"] = _node(values.pop("node"), "node")
-        job = submit_create(CreateRequest(**values), actor=actor(request))
+        node = _node(data.validated_data["node"], "node")
+        form = CreateVMForm(node, data.validated_data["data"])
+        job = submit_create(form, actor=actor(request))
         return accepted(job)
 
     @extend_schema(request=None, responses={202: AcceptedSerializer})
@@ -116,9 +116,9 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
         data = MigrateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        options = dict(data.validated_data)
-        dest = _node(options.pop("destination"), "destination")
-        job = request_migration(self.get_object(), dest, parse_options(options), actor(request))
+        dest = _node(data.validated_data["destination"], "destination")
+        options = data.validated_data["form"].options()
+        job = request_migration(self.get_object(), dest, options, actor(request))
         return accepted(job)
 
     @extend_schema(

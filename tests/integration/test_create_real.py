@@ -23,9 +23,10 @@ from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from vms import vncsecret
+from vms.forms.create import create_form
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.create import CreateRequest, submit_create
+from vms.services.create import submit_create
 
 MIB = 1024**2
 
@@ -110,7 +111,7 @@ def test_import_of_a_qcow2_volume_runs_under_tcg_with_a_password_console(
     assert "labbr0" in node.facts["bridges"]
     assert any(v["name"] == "ci-import1-disk" for v in node.facts["volumes"]["default"])
 
-    req = CreateRequest(
+    req = create_form(
         node=node,
         name="ci-import1",
         vcpus=1,
@@ -161,7 +162,7 @@ def test_new_disk_pxe_and_failed_start_is_cleaned_up(
     base = {"node": node, "vcpus": 1, "memory_mib": 128, "media": "pxe", "disk_gib": 1}
     first = run(
         submit_create(
-            CreateRequest(name="ci-pxe1", bridge="labbr0", vnc_port=5977, **base),
+            create_form(name="ci-pxe1", bridge="labbr0", vnc_port=5977, **base),
             actor=actor("alice"),
         )
     )
@@ -175,7 +176,7 @@ def test_new_disk_pxe_and_failed_start_is_cleaned_up(
     VirtualMachine.objects.filter(name="ci-pxe1").delete()
     second = run(
         submit_create(
-            CreateRequest(name="ci-pxe2", bridge="labbr0", vnc_port=5977, **base),
+            create_form(name="ci-pxe2", bridge="labbr0", vnc_port=5977, **base),
             actor=actor("alice"),
         )
     )
@@ -199,7 +200,7 @@ def test_unreachable_node_fails_the_job_quickly_and_creates_nothing(
         facts_at=timezone.now(),
         last_seen=timezone.now(),
     )
-    req = CreateRequest(
+    req = create_form(
         node=dead,
         name="ci-dead1",
         vcpus=1,
@@ -226,7 +227,7 @@ def test_a_vm_on_a_low_mtu_bridge_gets_that_mtu_on_its_nic(
     assert node.facts["bridge_mtus"][low_mtu_bridge] == 1400
     assert node.facts["bridge_mtus"]["labbr0"] == 1500
 
-    req = CreateRequest(
+    req = create_form(
         node=node,
         name="ci-mtu1",
         vcpus=1,

@@ -24,9 +24,9 @@ from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, serial_numbers
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
 
@@ -53,7 +53,7 @@ def test_zstd_multifd_compression_is_used_and_shows_in_the_stats(
     # Both freshly seen (the boot took longer than the offline threshold).
     assert inventory.refresh_node(node1).ok and inventory.refresh_node(node2).ok
     vm = VirtualMachine.objects.get(uuid=guest.uuid)
-    job = request_migration(vm, node2, parse_options({"compression": "zstd"}), actor("tester"))
+    job = request_migration(vm, node2, migration_options({"compression": "zstd"}), actor("tester"))
     runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.log

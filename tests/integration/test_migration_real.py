@@ -31,9 +31,9 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from tests.lab.trust import confirm_host_key
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory, reconcile
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 from vms.services.reconcile import reconcile_all
 
@@ -76,7 +76,7 @@ def _register(node: LabNode) -> Node:
 
 
 def _migrate(vm: VirtualMachine, dest: Node, **options: object) -> Job:
-    job = request_migration(vm, dest, parse_options(options), actor("tester"))
+    job = request_migration(vm, dest, migration_options(options), actor("tester"))
     runner.execute(job.pk)
     job.refresh_from_db()
     return job
@@ -226,7 +226,7 @@ def test_abort_mid_migration_leaves_vm_on_source(
     node2 = _register(lab_node2)
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
     # 1 MiB/s keeps the copy running long enough to abort it.
-    job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("tester"))
+    job = request_migration(vm, node2, migration_options({"bandwidth_mib_s": 1}), actor("tester"))
 
     def abort_when_copying(ctx: JobContext) -> None:
         from vms.services.migration.live import run_migrate
@@ -394,7 +394,7 @@ def test_worker_killed_mid_migration_is_reaped_and_reconciled(
     before = max(serial_numbers(migrating_guest.serial_log, ALIVE), default=0)
     # The worker is the subprocess below: the queue must not hand the job to anyone else.
     with mock.patch("jobs.tasks.run_job.delay", autospec=True) as dispatch:
-        job = request_migration(vm, node2, parse_options({"bandwidth_mib_s": 1}), actor("it"))
+        job = request_migration(vm, node2, migration_options({"bandwidth_mib_s": 1}), actor("it"))
     dispatch.assert_called_once_with(job.pk)
     worker = start_worker(job.pk, lab.key_path, manager_ssh)
     try:
@@ -484,7 +484,7 @@ def test_switch_to_postcopy_on_request_finishes_the_migration(
     node1, node2 = Node.objects.get(name="node1"), _register(lab_node2)
     vm = VirtualMachine.objects.get(uuid=migrating_guest.uuid)
     # Slow enough that the switch happens while memory is still being copied.
-    options = parse_options({"postcopy": "on", "bandwidth_mib_s": 4})
+    options = migration_options({"postcopy": "on", "bandwidth_mib_s": 4})
     job = request_migration(vm, node2, options, actor("tester"))
 
     def switch_when_copying_memory(ctx: JobContext) -> None:

@@ -30,10 +30,11 @@ from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
+from vms.forms.create import create_form
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory, lifecycle
-from vms.services.create import CreateRequest, submit_create
-from vms.services.migration.options import parse_options
+from vms.services.create import submit_create
 from vms.services.migration.request import request_migration
 from vpn import services
 
@@ -127,15 +128,15 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
 
     base = {"node": node, "vcpus": 1, "memory_mib": 128, "bridge": nat2_guest_bridge}
     for request in (
-        CreateRequest(name="pfiso", media="iso", iso=f"default/{ISO}", disk_gib=1, **base),
-        CreateRequest(
+        create_form(name="pfiso", media="iso", iso=f"default/{ISO}", disk_gib=1, **base),
+        create_form(
             name="pfimport",
             media="import",
             import_volume="default/pfimport-disk",
             os_variant="generic",
             **base,
         ),
-        CreateRequest(name="pfpxe", media="pxe", disk_gib=1, **base),
+        create_form(name="pfpxe", media="pxe", disk_gib=1, **base),
     ):
         job = _run(submit_create(request, actor=actor("alice")))
         assert job.status == JobStatus.SUCCEEDED, (request.name, job.log)
@@ -218,26 +219,30 @@ def test_vm_with_an_iso_attached_migrates_through_the_tunnel_with_either_remedy(
         vm = _vm(name)
 
         # No remedy: the pre-check names the image and both remedies; nothing changes.
-        job = _run(request_migration(vm, server, parse_options({}), actor()))
+        job = _run(request_migration(vm, server, migration_options({}), actor()))
         assert job.status == JobStatus.FAILED
         assert ISO in job.error and "eject" in job.error and "copy" in job.error, job.error
         assert hv_storage.find_volume(vpn1.uri, "default", f"{name}.qcow2") is None
         assert nat2.virsh("domstate", name, check=True).stdout.strip() == "running"
 
         # Eject for the move: it arrives on vpn1 with an empty drive.
-        job = _run(request_migration(_vm(name), server, parse_options({"media": "eject"}), actor()))
+        job = _run(
+            request_migration(_vm(name), server, migration_options({"media": "eject"}), actor())
+        )
         assert job.status == JobStatus.SUCCEEDED, job.log
         assert "took hdc (CD-ROM" in job.log and "--migrateuri tcp://100.64.0.1" in job.command
         assert vpn1.virsh("domstate", name, check=True).stdout.strip() == "running"
         assert ISO not in vpn1.virsh("dumpxml", name, check=True).stdout
 
         # Back, then with the image inserted again, copy it there first.
-        job = _run(request_migration(_vm(name), client, parse_options({}), actor()))
+        job = _run(request_migration(_vm(name), client, migration_options({}), actor()))
         assert job.status == JobStatus.SUCCEEDED, job.log
         nat2.virsh("change-media", name, "hdc", str(IMAGES / ISO), "--insert", "--live",
                    "--config", check=True)  # fmt: skip
         assert inventory.refresh_node(client).ok
-        job = _run(request_migration(_vm(name), server, parse_options({"media": "copy"}), actor()))
+        job = _run(
+            request_migration(_vm(name), server, migration_options({"media": "copy"}), actor())
+        )
         assert job.status == JobStatus.SUCCEEDED, job.log
         copied = hv_storage.find_volume(vpn1.uri, "default", ISO)
         assert copied is not None and copied.capacity_bytes == 2 * MIB, copied
@@ -283,7 +288,7 @@ def test_vm_with_two_disks_in_two_pools_migrates_there_and_back(
                        extra_disks=(f"{data_dir}/{data}",))  # fmt: skip
         assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
         for dest, there, back in ((server, vpn1, nat2), (client, nat2, vpn1)):
-            job = _run(request_migration(_vm(name), dest, parse_options({}), actor()))
+            job = _run(request_migration(_vm(name), dest, migration_options({}), actor()))
             assert job.status == JobStatus.SUCCEEDED, job.log
             assert there.virsh("domstate", name, check=True).stdout.strip() == "running"
             for pool, volume in (("default", f"{name}.qcow2"), ("kvmdata", data)):

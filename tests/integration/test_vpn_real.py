@@ -40,10 +40,10 @@ from tests.lab.liveness import (
 )
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory
 from vms.services.migration.live import run_migrate
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 from vms.services.reconcile import reconcile_all
 from vpn import jobs as vpn_jobs
@@ -75,7 +75,7 @@ def _can_connect(source: LabNode, address: str, port: int = 22) -> bool:
 
 
 def _migrate(vm: VirtualMachine, dest: Node) -> tuple[Job, float]:
-    job = request_migration(vm, dest, parse_options({}), actor())
+    job = request_migration(vm, dest, migration_options({}), actor())
     started = time.monotonic()
     runner.execute(job.pk)
     job.refresh_from_db()
@@ -237,7 +237,7 @@ def test_tunnel_stopped_mid_migration_leaves_vm_on_source_and_no_orphan(
         assert inventory.refresh_node(client).ok and inventory.refresh_node(server).ok
         vm = VirtualMachine.objects.get(uuid=guest.uuid)
         # 1 MiB/s keeps the copy going long enough to pull the tunnel from under it.
-        job = request_migration(vm, server, parse_options({"bandwidth_mib_s": 1}), actor())
+        job = request_migration(vm, server, migration_options({"bandwidth_mib_s": 1}), actor())
         stopped: list[str] = []
 
         def stop_tunnel_when_copying(ctx: JobContext) -> None:

@@ -26,9 +26,10 @@ from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from vms import vncsecret
 from vms.choices import JobKind
+from vms.forms.create import CreateVMForm, create_form
 from vms.models import VirtualMachine
 from vms.services import create, inventory
-from vms.services.create import CreateRequest, submit_create, validate, vnc_listen_address
+from vms.services.create import submit_create, vnc_listen_address
 
 GIB = 1024**3
 
@@ -88,7 +89,7 @@ def node(db: None, tmp_path: Path) -> Node:
     return node
 
 
-def request(node: Node, **overrides: Any) -> CreateRequest:
+def request(node: Node, **overrides: Any) -> CreateVMForm:
     values: dict[str, Any] = {
         "node": node,
         "name": "web1",
@@ -100,10 +101,10 @@ def request(node: Node, **overrides: Any) -> CreateRequest:
         "network": "lan",
     }
     values.update(overrides)
-    return CreateRequest(**values)
+    return create_form(**values)
 
 
-def refused(req: CreateRequest) -> dict[str, list[str]]:
+def refused(req: CreateVMForm) -> dict[str, list[str]]:
     """The per-field messages of a refused request; asserts nothing was queued."""
     with pytest.raises(ValidationError) as info:
         submit_create(req, actor=actor("alice"))
@@ -244,9 +245,9 @@ def test_sizes_larger_than_the_node_has_are_refused(
 
 
 def test_flavor_fills_sizes_and_explicit_values_win(node: Node) -> None:
-    params = validate(request(node, vcpus=None, memory_mib="", disk_gib=None, flavor="tiny"))
+    params = request(node, vcpus=None, memory_mib="", disk_gib=None, flavor="tiny").job_params()
     assert (params["vcpus"], params["memory_mib"], params["disk_gib"]) == (1, 512, 5)
-    params = validate(request(node, vcpus=3, memory_mib=None, disk_gib=None, flavor="tiny"))
+    params = request(node, vcpus=3, memory_mib=None, disk_gib=None, flavor="tiny").job_params()
     assert params["vcpus"] == 3
     assert "flavor" in refused(request(node, flavor="huge"))
 
@@ -268,11 +269,11 @@ def test_iso_must_be_listed_in_a_pool(node: Node, iso: str) -> None:
 
 
 def test_iso_without_pool_is_found_when_one_pool_lists_it(node: Node) -> None:
-    assert validate(request(node, iso="debian-12.iso"))["iso_pool"] == "isos"
+    assert request(node, iso="debian-12.iso").job_params()["iso_pool"] == "isos"
 
 
 def test_import_volume_must_be_listed_and_not_an_iso(node: Node) -> None:
-    params = validate(request(node, media="import", import_volume="base.qcow2", disk_gib=None))
+    params = request(node, media="import", import_volume="base.qcow2", disk_gib=None).job_params()
     assert (params["import_pool"], params["import_volume"]) == ("default", "base.qcow2")
     for bad in ("isos/debian-12.iso", "default/../base.qcow2", "default/nope.qcow2"):
         assert "import_volume" in refused(request(node, media="import", import_volume=bad))
@@ -292,13 +293,13 @@ def test_network_or_bridge_must_exist_on_the_node(node: Node) -> None:
     assert "network" in refused(request(node, network="", bridge="br9"))
     assert "network" in refused(request(node, network="lan", bridge="br0"))
     assert "network" in refused(request(node, network="", media="pxe"))
-    assert validate(request(node, network="", bridge="br0"))["bridge"] == "br0"
+    assert request(node, network="", bridge="br0").job_params()["bridge"] == "br0"
 
 
 def test_media_and_os_variant_are_checked(node: Node) -> None:
     assert "media" in refused(request(node, media="floppy"))
     assert "os_variant" in refused(request(node, os_variant="windows95; rm -rf"))
-    assert validate(request(node, os_variant="debian11"))["os_variant"] == "debian11"
+    assert request(node, os_variant="debian11").job_params()["os_variant"] == "debian11"
 
 
 @pytest.mark.parametrize("port", [5899, 65536, 0, -5900, "abc", "59OO"])
@@ -311,7 +312,7 @@ def test_vnc_port_in_use_on_that_node_is_refused(node: Node) -> None:
     assert "in use by other" in refused(request(node, vnc_port=5905))["vnc_port"][0]
     # The same port on another node is no conflict.
     make_vm(make_node(name="beta"), name="far", vnc_port=5906)
-    assert validate(request(node, vnc_port="5906"))["vnc_port"] == 5906
+    assert request(node, vnc_port="5906").job_params()["vnc_port"] == 5906
 
 
 def test_offline_disabled_or_unread_nodes_are_refused(node: Node) -> None:
@@ -446,14 +447,14 @@ def test_job_uses_the_node_virt_type(node: Node) -> None:
     node.refresh_from_db()
     assert node.effective_virt_type == "qemu"
     # The test driver only runs type 'test'; real nodes get the pin or kvm.
-    spec = create._spec(node, validate(request(node)), "/srv/isos/debian-12.iso")
+    spec = create._spec(node, request(node).job_params(), "/srv/isos/debian-12.iso")
     assert spec.virt_type == "test"
     node.uri = "qemu+ssh://root@127.0.0.1/system"
-    assert create._spec(node, validate(request(node)), "").virt_type == "qemu"
+    assert create._spec(node, request(node).job_params(), "").virt_type == "qemu"
     node.virt_type = "auto"
     node.facts = {**node.facts, "kvm_usable": True}
-    assert create._spec(node, validate(request(node)), "").virt_type == "kvm"
-    assert create._spec(node, validate(request(node)), "").vnc_listen == "127.0.0.1"
+    assert create._spec(node, request(node).job_params(), "").virt_type == "kvm"
+    assert create._spec(node, request(node).job_params(), "").vnc_listen == "127.0.0.1"
 
 
 # --- web page ---------------------------------------------------------------------
@@ -512,7 +513,7 @@ def test_post_queues_a_job_and_shows_it(admin_client: Client, node: Node) -> Non
         ({"name": "bad name"}, "is not allowed"),
         ({"vcpus": "0"}, "must be at least 1"),
         ({"memory_mib": "999999999"}, "more than the node has"),
-        ({"iso": "../../etc/passwd"}, "Select a valid choice"),
+        ({"iso": "../../etc/passwd"}, "is not a volume in"),  # the CLI's and API's words
         ({"vnc_port": "80"}, "5900 to 65535"),
     ],
 )

@@ -17,9 +17,9 @@ from jobs.models import Job
 from nodes.models import Node
 from tests.factories import make_node, make_vm
 from tests.nodexml import RUNSTATE_SHUTOFF, FakeDomain
+from vms.forms.create import create_form
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.create import CreateRequest, validate
 
 
 @pytest.mark.parametrize(
@@ -98,6 +98,6 @@ def test_a_stopped_vms_fixed_vnc_port_stays_reserved(node_xml) -> None:
     old = VirtualMachine.objects.get(name="old")
     assert old.vnc_port == 5905 and old.vnc_url == ""  # reserved, but no link while stopped
     with pytest.raises(ValidationError) as refused:
-        validate(CreateRequest(node=node, name="new", vcpus=1, memory_mib=128, media="pxe",
-                               disk_gib=1, vnc_port=5905))  # fmt: skip
+        create_form(node=node, name="new", vcpus=1, memory_mib=128, media="pxe",
+                    disk_gib=1, vnc_port=5905).job_params()  # fmt: skip
     assert "in use by old" in str(refused.value)

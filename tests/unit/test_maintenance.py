@@ -20,8 +20,8 @@ from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from tests.factories import make_node, make_vm
-from vms.services.create import CreateRequest, validate
-from vms.services.migration.options import parse_options
+from vms.forms.create import create_form
+from vms.forms.migrate import migration_options
 from vms.services.migration.request import request_migration
 
 pytestmark = pytest.mark.django_db
@@ -39,15 +39,15 @@ def test_a_node_in_maintenance_is_no_destination_and_says_how_to_end_it() -> Non
     vm = make_vm(source, name="web", state=VMState.RUNNING)
     registry.set_maintenance(dest, Actor.system("admin"), True, "kernel upgrade")
     with pytest.raises(ValidationError) as refused:
-        request_migration(vm, dest, parse_options({}), Actor.system("admin"))
+        request_migration(vm, dest, migration_options({}), Actor.system("admin"))
     message = " ".join(refused.value.messages)
     assert "n2 is in maintenance (kernel upgrade)" in message
     assert "manage.py maintenance n2 off" in message
     assert not Job.objects.exists()
     with pytest.raises(ValidationError, match="in maintenance"):
-        validate(CreateRequest(node=dest, name="new", vcpus=1, memory_mib=128, media="pxe"))
+        create_form(node=dest, name="new", vcpus=1, memory_mib=128, media="pxe").job_params()
     registry.set_maintenance(dest, Actor.system("admin"), False)
-    job = request_migration(vm, dest, parse_options({}), Actor.system("admin"))
+    job = request_migration(vm, dest, migration_options({}), Actor.system("admin"))
     assert job.pk
     actions = list(
         AuditEntry.objects.filter(action__startswith="node.maintenance")

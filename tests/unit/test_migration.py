@@ -17,7 +17,8 @@ from nodes.hypervisor.states import VMState
 from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_failure, peer_uri
 from tests.factories import actor, make_node, make_vm
 from vms.choices import JobKind
-from vms.services.migration.options import MigrationOptions, parse_options
+from vms.forms.migrate import migration_options
+from vms.services.migration.options import MigrationOptions
 from vms.services.migration.prechecks import tcg_live_migration_warning
 from vms.services.migration.request import request_migration
 from vms.services.migration.watch import DestinationWatch, StallWatch, destination_lost_reason
@@ -30,8 +31,8 @@ def _online(name: str, host: str = "127.0.0.1", **fields: object):
 
 
 def test_defaults_and_valid_options() -> None:
-    assert parse_options({}) == MigrationOptions()
-    options = parse_options(
+    assert migration_options({}) == MigrationOptions()
+    options = migration_options(
         {
             "bandwidth_mib_s": "100",
             "max_downtime_ms": "300",
@@ -65,13 +66,13 @@ def test_defaults_and_valid_options() -> None:
 )
 def test_bad_options_are_refused(data: dict, field: str, fragment: str) -> None:
     with pytest.raises(ValidationError) as info:
-        parse_options(data)
+        migration_options(data)
     assert fragment in " ".join(info.value.message_dict[field])
 
 
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ValidationError, match="unknown migration options: tunnelled"):
-        parse_options({"tunnelled": "1"})
+        migration_options({"tunnelled": "1"})
 
 
 @pytest.mark.django_db
@@ -287,7 +288,7 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
     with pytest.raises(ValidationError, match="post-copy allowed"):
         request_postcopy(plain, actor())
     Job.objects.filter(pk=plain.pk).update(status=JobStatus.FAILED)
-    job = request_migration(vm, dest, parse_options({"postcopy": "on"}), actor())
+    job = request_migration(vm, dest, migration_options({"postcopy": "on"}), actor())
     with pytest.raises(ValidationError, match="not running"):
         request_postcopy(job, actor())
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
@@ -305,7 +306,7 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
 
 def test_stall_watch_gives_up_only_after_no_data_moved_for_the_timeout() -> None:
     watch = StallWatch(timeout_s=30)
-    assert parse_options({}).stall_timeout_s == 30
+    assert migration_options({}).stall_timeout_s == 30
     # Slow but moving (1 KiB every 10 s) never counts as a stall.
     for second in range(0, 120, 10):
         assert watch.observe(second, 5 * 1024 * 1024 + second * 1024) == ""
@@ -411,9 +412,11 @@ def test_auto_converge_is_used_over_a_slow_link_unless_turned_off(settings) -> N
     source, dest = _online("n1"), _online("n2", "localhost")
     job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
     ctx = JobContext(job)
-    assert not auto_converge_wanted(ctx, parse_options({}), dest)  # nothing says the link is slow
-    assert auto_converge_wanted(ctx, parse_options({"auto_converge": "on"}), dest)
-    assert auto_converge_wanted(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
+    assert not auto_converge_wanted(
+        ctx, migration_options({}), dest
+    )  # nothing says the link is slow
+    assert auto_converge_wanted(ctx, migration_options({"auto_converge": "on"}), dest)
+    assert auto_converge_wanted(ctx, migration_options({"bandwidth_mib_s": "10"}), dest)
     assert "auto-converge: on (the bandwidth is capped at 10 MiB/s)" in job.log
     settings.KVMMGR_AUTO_CONVERGE_SLOW_LINKS = False
-    assert not auto_converge_wanted(ctx, parse_options({"bandwidth_mib_s": "10"}), dest)
+    assert not auto_converge_wanted(ctx, migration_options({"bandwidth_mib_s": "10"}), dest)

@@ -26,8 +26,9 @@ from nodes.hypervisor import collect_facts, node_versions, probe_host
 from nodes.hypervisor.migration import MigrationRequest
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
+from vms.forms.migrate import migration_options
 from vms.services.migration import features as mf
-from vms.services.migration.options import MigrationOptions, parse_options
+from vms.services.migration.options import MigrationOptions
 from vms.services.migration.request import request_migration
 
 DEBIAN12 = ("9.0.0", "7.2.0")
@@ -100,12 +101,12 @@ def test_a_feature_is_refused_when_one_end_lacks_it() -> None:
     )
     vm = make_vm(new, name="web")
     with pytest.raises(ValidationError) as info:
-        request_migration(vm, old, parse_options({"compression": "zstd"}), actor())
+        request_migration(vm, old, migration_options({"compression": "zstd"}), actor())
     message = " ".join(info.value.message_dict["compression"])
     assert "zstd multifd compression needs libvirt 9.4.0" in message
     assert "old has libvirt 9.0.0, QEMU 7.2.0" in message and "new has" not in message
     with pytest.raises(ValidationError, match="zlib multifd compression"):
-        request_migration(vm, old, parse_options({"compression": "zlib"}), actor())
+        request_migration(vm, old, migration_options({"compression": "zlib"}), actor())
     assert not Job.objects.exists()
     # What both have is accepted: parallel connections, post-copy, xbzrle, sync writes.
     for options in (
@@ -114,9 +115,9 @@ def test_a_feature_is_refused_when_one_end_lacks_it() -> None:
         {"postcopy": "on"},
         {},  # auto: decided in the job
     ):
-        job = request_migration(vm, old, parse_options(options), actor())
+        job = request_migration(vm, old, migration_options(options), actor())
         Job.objects.filter(pk=job.pk).delete()
-    job = request_migration(vm, new2, parse_options({"compression": "zstd"}), actor())
+    job = request_migration(vm, new2, migration_options({"compression": "zstd"}), actor())
     assert job.params["compression"] == "zstd"
 
 
@@ -127,7 +128,7 @@ def test_nodes_whose_versions_are_not_read_yet_are_judged_by_the_job() -> None:
         name="blank", uri="qemu+ssh://root@127.0.0.1/system", last_seen=timezone.now()
     )
     vm = make_vm(new, name="web")
-    job = request_migration(vm, blank, parse_options({"compression": "zstd"}), actor())
+    job = request_migration(vm, blank, migration_options({"compression": "zstd"}), actor())
     assert job.params["compression"] == "zstd"
 
 
@@ -201,10 +202,10 @@ def test_zstd_request_flags_params_and_equivalent_command() -> None:
 
 def test_compression_options() -> None:
     assert MigrationOptions().compression == "auto"
-    assert parse_options({"compression": "ZSTD"}).compression == "zstd"
+    assert migration_options({"compression": "ZSTD"}).compression == "zstd"
     # The older yes/no option means libvirt's default method.
-    assert parse_options({"compressed": "on"}).compression == "xbzrle"
-    assert parse_options({"compressed": ""}).compression == "auto"
+    assert migration_options({"compressed": "on"}).compression == "xbzrle"
+    assert migration_options({"compressed": ""}).compression == "auto"
 
 
 @pytest.mark.django_db

@@ -25,8 +25,8 @@ from nodes.hypervisor import migration as hv
 from nodes.hypervisor.xml import parse_domain_devices, without_media
 from tests.factories import make_node, make_vm
 from vms.choices import JobKind, MediaRemedy
+from vms.forms.migrate import migration_options
 from vms.services.migration import media as migration_media
-from vms.services.migration.options import parse_options
 from vms.services.migration.volumes import remove_created_volumes
 
 ISO = "/var/lib/libvirt/images/tiny.iso"
@@ -298,11 +298,11 @@ def test_a_failed_copy_is_removed_with_the_jobs_other_volumes(db: None, tmp_path
 
 
 def test_media_option_is_validated() -> None:
-    assert parse_options({}).media == ""
-    assert parse_options({"media": "Eject"}).media == "eject"
-    assert parse_options({"media": "copy"}).media == "copy"
+    assert migration_options({}).media == ""
+    assert migration_options({"media": "Eject"}).media == "eject"
+    assert migration_options({"media": "copy"}).media == "copy"
     with pytest.raises(Exception, match="Media must be one of eject, copy"):
-        parse_options({"media": "burn"})
+        migration_options({"media": "burn"})
 
 
 @pytest.mark.django_db

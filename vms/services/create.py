@@ -1,10 +1,10 @@
 """Creating a VM: validation against what the node offers, the job, and its handler.
 
-``submit_create`` checks a request against the database only (the node's stored
-facts and the inventory) and queues a job; nothing reaches a hypervisor in the
-caller's request. ``run_create`` runs in a worker: it repeats the checks against
-the live node, runs virt-install, records the VM with its (sealed) VNC password,
-and on failure removes what it created and says so.
+``submit_create`` checks a ``CreateVMForm`` (``vms.forms.create``: the input rules
+against the database, the node's stored facts and the inventory) and queues a job;
+nothing reaches a hypervisor in the caller's request. ``run_create`` runs in a
+worker: it repeats the checks against the live node, runs virt-install, records the
+VM with its (sealed) VNC password, and on failure removes what it created and says so.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from jobs.choices import JobStatus
 from jobs.context import JobContext
 from jobs.errors import JobConflict
 from jobs.models import Job
@@ -30,15 +29,15 @@ from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.lifecycle import set_vnc_password
 from nodes.hypervisor.states import VMState
-from nodes.hypervisor.virtinstall import MEDIA_CHOICES, MEDIA_IMPORT, MEDIA_ISO, MEDIA_PXE
+from nodes.hypervisor.virtinstall import MEDIA_IMPORT, MEDIA_ISO
 from nodes.models import Node
-from nodes.validators import validate_name
 from vms import vncsecret
 from vms.choices import JobKind
-from vms.flavors import FLAVORS
-from vms.jobkinds import lock_key_for
 from vms.models import VirtualMachine
 from vms.services.inventory import refresh_node
+
+if TYPE_CHECKING:
+    from vms.forms.create import CreateVMForm
 
 GIB = 1024**3
 DISK_FORMATS = ("qcow2", "raw")
@@ -46,27 +45,6 @@ DEFAULT_OS_VARIANTS = ("linux2022", "generic")
 VNC_PORT_MIN, VNC_PORT_MAX = 5900, 65535
 # Volume names reach virt-install's comma-separated option syntax: no ',', '/' or spaces.
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
-
-
-@dataclass
-class CreateRequest:
-    """What an admin asked for, as typed (strings or numbers); validated by ``validate``."""
-
-    node: Node
-    name: str
-    vcpus: Any = None
-    memory_mib: Any = None
-    disk_gib: Any = None
-    disk_format: str = "qcow2"
-    pool: str = ""
-    media: str = ""
-    iso: str = ""  # "VOLUME" or "POOL/VOLUME"
-    import_volume: str = ""  # "VOLUME" (in ``pool``) or "POOL/VOLUME"
-    network: str = ""
-    bridge: str = ""
-    os_variant: str = ""
-    vnc_port: Any = None
-    flavor: str = ""
 
 
 @dataclass
@@ -155,253 +133,49 @@ def default_os_variant() -> str:
     return next((v for v in DEFAULT_OS_VARIANTS if v in variants), DEFAULT_OS_VARIANTS[-1])
 
 
-class _Errors:
-    """Collects per-field messages so an admin sees every problem at once."""
-
-    def __init__(self) -> None:
-        self.by_field: dict[str, list[str]] = {}
-
-    def add(self, name: str, message: str) -> None:
-        self.by_field.setdefault(name, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if self.by_field:
-            raise ValidationError(self.by_field)
-
-
-def _number(errors: _Errors, name: str, label: str, value: Any, maximum: int | None) -> int:
-    """A positive whole number no larger than ``maximum`` (0 returned when invalid)."""
-    if value is None or value == "":
-        errors.add(name, f"{label} is required (or choose a flavor).")
-        return 0
-    if isinstance(value, bool):
-        errors.add(name, f"{label} must be a whole number.")
-        return 0
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        errors.add(name, f"{label} must be a whole number, not {str(value)[:20]!r}.")
-        return 0
-    if number <= 0:
-        errors.add(name, f"{label} must be at least 1 (got {number}).")
-        return 0
-    if maximum is not None and number > maximum:
-        errors.add(name, f"{label} {number} is more than the node has ({maximum}).")
-        return 0
-    return number
-
-
-def _split_ref(value: str, default_pool: str) -> tuple[str, str]:
-    pool, sep, volume = value.strip().rpartition("/")
-    return (pool if sep else default_pool), volume
-
-
-def _check_volume_ref(
-    errors: _Errors, name: str, value: str, default_pool: str, candidates: list[dict[str, Any]]
-) -> tuple[str, str]:
-    """Accept only a volume the node's facts list (never a path)."""
-    pool, volume = _split_ref(value, default_pool)
-    listed = {(v["pool"], v["name"]) for v in candidates}
-    if not pool:
-        # No pool named: accept a volume name that exactly one pool lists.
-        pools = [p for p, n in listed if n == volume]
-        pool = pools[0] if len(pools) == 1 else ""
-    if not value.strip():
-        errors.add(name, "Choose a volume.")
-    elif not VOLUME_NAME_RE.fullmatch(volume) or ".." in value or (pool, volume) not in listed:
-        where = f"pool {pool!r}" if pool else "the node's pools"
-        errors.add(name, f"{value!r} is not a volume in {where}; pick one the node lists.")
-    else:
-        return pool, volume
-    return "", ""
-
-
-def _check_node(errors: _Errors, node: Node) -> bool:
+def node_problem(node: Node) -> str | None:
+    """Why no VM can be created on ``node`` now (None: it can)."""
     if not node.enabled:
-        errors.add("node", f"Node {node.name} is disabled.")
-    elif node.in_maintenance:
-        errors.add(
-            "node",
+        return f"Node {node.name} is disabled."
+    if node.in_maintenance:
+        return (
             f"Node {node.name} is in maintenance"
             + (f" ({node.maintenance_reason})" if node.maintenance_reason else "")
-            + f": it takes no new VMs (manage.py maintenance {node.name} off ends it).",
+            + f": it takes no new VMs (manage.py maintenance {node.name} off ends it)."
         )
-    elif not node.is_online:
-        errors.add(
-            "node",
+    if not node.is_online:
+        return (
             f"Node {node.name} is {node.status_label}"
             + (f" ({node.last_error})" if node.last_error else "")
-            + "; create VMs on a node that answers.",
+            + "; create VMs on a node that answers."
         )
-    elif not node.facts or "cpus" not in node.facts:
-        errors.add("node", f"Node {node.name}'s resources have not been read yet; refresh it.")
-    else:
-        return True
-    return False
+    if not node.facts or "cpus" not in node.facts:
+        return f"Node {node.name}'s resources have not been read yet; refresh it."
+    return None
 
 
-def _check_name(errors: _Errors, name: str) -> str:
-    name = name or ""
-    try:
-        validate_name(name, what="VM name")
-    except ValidationError as exc:
-        errors.add("name", exc.messages[0])
-        return ""
-    clash = (
-        VirtualMachine.objects.present().filter(name__iexact=name).select_related("node").first()
-    )
-    if clash is not None:
-        errors.add("name", f"A VM named {clash.name!r} already exists on node {clash.node.name}.")
-        return ""
-    active = Job.objects.filter(
-        lock_key=lock_key_for(None, name), status__in=JobStatus.active()
-    ).first()
-    if active is not None:
-        errors.add("name", f"VM {name!r} is already being created (job #{active.pk}).")
-        return ""
-    return name
+def submit_create(form: CreateVMForm, *, actor: Actor) -> Job:
+    """Validate ``form`` (bound to one node) and queue a create job.
 
-
-def validate(req: CreateRequest) -> dict[str, Any]:
-    """Check a request against the database and the node's facts; return the job params.
-
-    Raises ``ValidationError`` with per-field messages; nothing is changed.
+    Raises ``ValidationError`` per field; nothing is saved then. Validation runs
+    inside the audit record, so a refused create is recorded with its reasons.
     """
-    errors = _Errors()
-    node_ok = _check_node(errors, req.node)
-    name = _check_name(errors, req.name)
-    if not node_ok:
-        errors.raise_if_any()
-    opts = NodeOptions.of(req.node)
-
-    flavor = None
-    if req.flavor:
-        flavor = FLAVORS.get(req.flavor)
-        if flavor is None:
-            errors.add(
-                "flavor", f"Unknown flavor {req.flavor!r}; choose one of {', '.join(FLAVORS)}."
-            )
-
-    def pick(value: Any, attr: str) -> Any:
-        return getattr(flavor, attr) if value in (None, "") and flavor is not None else value
-
-    vcpus = _number(errors, "vcpus", "vCPUs", pick(req.vcpus, "vcpus"), opts.cpus)
-    memory = _number(
-        errors,
-        "memory_mib",
-        "Memory (MiB)",
-        pick(req.memory_mib, "memory_mib"),
-        opts.memory_free_mib,
-    )
-    media = req.media or ""
-    if media not in MEDIA_CHOICES:
-        errors.add("media", "Choose the install media: an ISO, an existing volume or PXE.")
-
-    params: dict[str, Any] = {"media": media, "flavor": req.flavor or ""}
-    if media == MEDIA_IMPORT:
-        pool, volume = _check_volume_ref(
-            errors, "import_volume", req.import_volume, req.pool or "default", opts.volumes
-        )
-        params |= {"import_pool": pool, "import_volume": volume, "pool": pool, "disk_gib": 0}
-    elif media in (MEDIA_ISO, MEDIA_PXE):
-        params |= _check_new_disk(errors, req, name, opts, pick(req.disk_gib, "disk_gib"))
-        if media == MEDIA_ISO:
-            pool, volume = _check_volume_ref(errors, "iso", req.iso, "", opts.isos)
-            params |= {"iso_pool": pool, "iso_volume": volume}
-
-    params |= _check_network(errors, req, opts, media)
-    params["os_variant"] = _check_os_variant(errors, req.os_variant)
-    params["vnc_port"] = _check_vnc_port(errors, req.node, req.vnc_port)
-    errors.raise_if_any()
-    return {"name": name, "vcpus": vcpus, "memory_mib": memory, **params}
-
-
-def _check_new_disk(
-    errors: _Errors, req: CreateRequest, name: str, opts: NodeOptions, disk_gib: Any
-) -> dict[str, Any]:
-    if req.disk_format not in DISK_FORMATS:
-        errors.add("disk_format", f"Disk format must be one of {', '.join(DISK_FORMATS)}.")
-    pool_name = req.pool or ("default" if opts.pool("default") else "")
-    pool = opts.pool(pool_name) if pool_name else None
-    if pool is None:
-        errors.add("pool", f"Storage pool {pool_name!r} is not an active pool on this node.")
-        available_gib = None
-    else:
-        available_gib = int(pool.get("available_bytes", 0)) // GIB
-    size = _number(errors, "disk_gib", "Disk size (GiB)", disk_gib, available_gib)
-    if pool is not None and name and req.disk_format in DISK_FORMATS:
-        volume = f"{name}.{virtinstall.VOLUME_EXTENSIONS[req.disk_format]}"
-        if opts.pool_has(pool_name, volume):
-            errors.add("name", f"Pool {pool_name!r} already has a volume {volume!r}.")
-    return {"pool": pool_name, "disk_gib": size, "disk_format": req.disk_format}
-
-
-def _check_network(
-    errors: _Errors, req: CreateRequest, opts: NodeOptions, media: str
-) -> dict[str, Any]:
-    network, bridge = (req.network or "").strip(), (req.bridge or "").strip()
-    if network and bridge:
-        errors.add("network", "Choose a libvirt network or a bridge, not both.")
-    elif network and network not in opts.networks:
-        errors.add("network", f"Network {network!r} is not an active network on this node.")
-    elif bridge and bridge not in opts.bridges:
-        errors.add("network", f"Bridge {bridge!r} is not a bridge on this node.")
-    elif media == MEDIA_PXE and not (network or bridge):
-        errors.add("network", "PXE boot needs a network or a bridge.")
-    return {"network": network, "bridge": bridge}
-
-
-def _check_os_variant(errors: _Errors, value: str) -> str:
-    variant = (value or "").strip() or default_os_variant()
-    try:
-        known = virtinstall.os_variants()
-    except HypervisorError as exc:
-        errors.add("os_variant", exc.message)
-        return variant
-    if variant not in known:
-        errors.add(
-            "os_variant",
-            f"Unknown OS variant {variant[:40]!r}; see `virt-install --osinfo list` "
-            "(e.g. linux2022, debian11, generic).",
-        )
-    return variant
-
-
-def _check_vnc_port(errors: _Errors, node: Node, value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        port = int(str(value).strip())
-    except ValueError:
-        errors.add("vnc_port", f"VNC port must be a number, not {str(value)[:20]!r}.")
-        return None
-    if not VNC_PORT_MIN <= port <= VNC_PORT_MAX:
-        errors.add("vnc_port", f"VNC port must be from {VNC_PORT_MIN} to {VNC_PORT_MAX}.")
-        return None
-    used = VirtualMachine.objects.present().filter(node=node, vnc_port=port).first()
-    if used is not None:
-        errors.add("vnc_port", f"VNC port {port} is in use by {used.name} on {node.name}.")
-        return None
-    return port
-
-
-def submit_create(req: CreateRequest, *, actor: Actor) -> Job:
-    """Validate and queue a create job. Raises ``ValidationError``; nothing saved then."""
+    node = form.node
     with audit.action(
         actor,
         Permission.VM_CREATE,
         "vm.create",
-        target=str(req.name),
-        params={"node": req.node.name},
+        target=str(form.data.get("name", "")),
+        params={"node": node.name},
     ) as done:
-        params = validate(req)
+        params = form.job_params()
         done.params.update(params)
         try:
             done.job = submit(
                 JobKind.CREATE,
                 target_name=params["name"],
                 requested_by=actor.name,
-                node=req.node,
+                node=node,
                 params=params,
             )
         except JobConflict as exc:

@@ -29,18 +29,19 @@ from jobs.models import Job
 from jobs.runner import submit
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
+from kvmmgr.inputs.fields import truthy
 from kvmmgr.models import Role
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import links, registry, trust
 from vms.choices import JobKind
+from vms.forms.evacuate import EvacuateForm
+from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory
-from vms.services.migration.options import parse_options
 from vms.services.migration.request import request_migration
 
 POLL_SECONDS = 1.0
-MAX_PARALLEL = 8
 MAX_ATTEMPTS = 2  # a move whose worker died is tried once more after a resume
 
 
@@ -205,36 +206,25 @@ def _returnees(node: Node) -> list[VirtualMachine]:
     return list(VirtualMachine.objects.present().filter(uuid__in=moved).exclude(node=node))
 
 
-def request_evacuation(
-    node: Node,
-    actor: Actor,
-    *,
-    to: list[str] | None = None,
-    parallel: int = 1,
-    include_stopped: bool = False,
-    options: dict[str, Any] | None = None,
-    returning: bool = False,
-    dry_run: bool = False,
-    per_destination: int = 1,
-) -> tuple[Plan, Job | None]:
+def request_evacuation(node: Node, actor: Actor, **data: Any) -> tuple[Plan, Job | None]:
     """Plan, and unless ``dry_run`` queue, the evacuation of ``node`` (or the return).
 
-    Raises ``ValidationError`` for bad input and ``JobConflict`` when the node already
-    has an evacuation running.
+    ``data`` are ``EvacuateForm``'s fields (``to``, ``parallel``, ``per_destination``,
+    ``include_stopped``, ``options``, ``returning``, ``dry_run``) as typed or as values;
+    the form checks them inside the audit record, so a refusal is audited. Raises
+    ``ValidationError`` for bad input and ``JobConflict`` when the node already has an
+    evacuation running.
     """
-    what = "node.return" if returning else "node.evacuate"
-    params = {
-        "to": to or [], "parallel": parallel, "include_stopped": include_stopped,
-        "options": options or {}, "dry_run": dry_run, "per_destination": per_destination,
-    }  # fmt: skip
-    with audit.action(actor, Permission.NODE_MANAGE, what, target=node.name, params=params) as done:
-        if not 1 <= int(parallel) <= MAX_PARALLEL:
-            raise ValidationError({"parallel": [f"1 to {MAX_PARALLEL} migrations at once."]})
-        if not 1 <= int(per_destination) <= MAX_PARALLEL:
-            raise ValidationError(
-                {"per_destination": [f"1 to {MAX_PARALLEL} migrations into one node at once."]}
-            )
-        parse_options(dict(options or {}))  # every option checked before anything starts
+    form = EvacuateForm(data)
+    what = "node.return" if truthy(form.data.get("returning", False)) else "node.evacuate"
+    with audit.action(
+        actor, Permission.NODE_MANAGE, what, target=node.name, params=dict(form.data)
+    ) as done:
+        values = form.values()
+        returning, dry_run = values.pop("returning"), values["dry_run"]
+        to, include_stopped = values["to"], values["include_stopped"]
+        params = values
+        done.params.update(params)
         if returning:
             if node.in_maintenance:
                 raise ValidationError(
@@ -309,7 +299,7 @@ def _start_child(ctx: JobContext, move: Move, options: dict[str, Any]) -> None:
         return
     move.attempts += 1
     try:
-        child = request_migration(vm, dest, parse_options(dict(options)), _child_actor(ctx))
+        child = request_migration(vm, dest, migration_options(dict(options)), _child_actor(ctx))
     except (ValidationError, JobConflict) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         move.state, move.error = "failed", message

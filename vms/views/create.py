@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
-from vms.forms_create import CreateVMForm
+from vms.forms.create import CreateVMForm
 from vms.services.create import submit_create
 
 
@@ -32,11 +32,13 @@ def vm_create(request: HttpRequest) -> HttpResponse:
     if node is None:
         return render(request, "vms/vm_create.html", {"nodes": nodes, "node": None})
     form = CreateVMForm(node, request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
         try:
-            job = submit_create(form.to_request(), actor=Actor.from_request(request))
+            job = submit_create(form, actor=Actor.from_request(request))
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
+                if field in form.fields and form.has_error(field):
+                    continue  # the form shows it already
                 for error in errors:
                     form.add_error(field if field in form.fields else None, error)
         else:

@@ -11,29 +11,27 @@ from django.views.decorators.http import require_http_methods
 from jobs.errors import JobConflict
 from kvmmgr.access import Actor, Permission, require
 from nodes.models import Node
-from vms.choices import MediaRemedy
+from vms.forms.migrate import MigrationOptionsForm
 from vms.models import VirtualMachine
-from vms.services.migration.convergence import TimeoutPolicy
-from vms.services.migration.features import COMPRESSION_CHOICES, feature_labels, shared_labels
-from vms.services.migration.options import MigrationOptions, parse_options
+from vms.services.migration.features import feature_labels, shared_labels
 from vms.services.migration.request import request_migration
 
-OPTION_FIELDS = (
-    "bandwidth_mib_s",
-    "max_downtime_ms",
-    "auto_converge",
-    "compression",
-    "postcopy",
-    "parallel_connections",
-    "completion_timeout_s",
-    "stall_timeout_s",
-    "timeout_policy",
-    "keep_source_disks",
-    "sync_writes",
-    "check_only",
-    "media",
-)
-CHECKBOXES = {"auto_converge", "postcopy", "keep_source_disks", "sync_writes", "check_only"}
+
+def _media_note(vm: VirtualMachine) -> str:
+    """The media help, naming this VM's images when it has any."""
+    media = [
+        d
+        for d in vm.xml_summary.get("disks", [])
+        if d.get("path") and (d.get("device") != "disk" or d.get("readonly"))
+    ]
+    if not media:
+        return str(MigrationOptionsForm.base_fields["media"].help_text)
+    listed = ", ".join(f"{d.get('target')} ({d.get('device')} {d.get('path')})" for d in media)
+    return (
+        f"This VM has {listed}: the pre-checks look for each on the destination (same path "
+        "and size). 'eject' takes them out for the move, 'copy' copies them to the "
+        "destination's pool first. A copy is removed again if the migration fails."
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -45,22 +43,19 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
         for node in Node.objects.exclude(pk=vm.node_id).order_by("name")
     ]
     errors: dict[str, list[str]] = {}
-    values: dict[str, object] = {key: getattr(MigrationOptions, key) for key in OPTION_FIELDS}
+    form = MigrationOptionsForm(request.POST if request.method == "POST" else None)
+    form.fields["media"].help_text = _media_note(vm)
     if request.method == "POST":
-        data = {
-            key: ("on" if key in request.POST else "")
-            if key in CHECKBOXES
-            else request.POST.get(key, "")
-            for key in OPTION_FIELDS
-        }
-        values.update(data)
         chosen = request.POST.get("destination", "")
         dest = Node.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
         try:
-            options = parse_options(data)
-            job = request_migration(vm, dest, options, Actor.from_request(request))
+            job = request_migration(vm, dest, form.options(), Actor.from_request(request))
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+            for field, found in errors.items():
+                if field in form.fields and not form.has_error(field):
+                    for message in found:
+                        form.add_error(field, message)
         except JobConflict as exc:
             errors = {"__all__": [str(exc)]}
         else:
@@ -72,17 +67,17 @@ def vm_migrate(request: HttpRequest, uuid: str) -> HttpResponse:
         {
             "vm": vm,
             "destinations": destinations,
+            "form": form,
             "errors": errors,
-            "general_errors": errors.get("__all__", []),
-            "values": values,
-            "policies": [p.value for p in TimeoutPolicy],
-            "media_remedies": MediaRemedy.choices,
-            "media": [
-                d
-                for d in vm.xml_summary.get("disks", [])
-                if d.get("path") and (d.get("device") != "disk" or d.get("readonly"))
+            "general_errors": [
+                *errors.get("__all__", []),
+                *(
+                    m
+                    for field, ms in errors.items()
+                    if field not in form.fields and field not in ("__all__", "destination")
+                    for m in ms
+                ),
             ],
-            "compressions": COMPRESSION_CHOICES,
             "source_features": feature_labels(vm.node),
             "selected": request.POST.get("destination", ""),
         },

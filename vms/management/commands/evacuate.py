@@ -10,7 +10,9 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs.cli import add_job_arguments, finish
 from jobs.errors import JobConflict
 from kvmmgr.cli import acting
+from kvmmgr.inputs.cli import add_form_arguments, form_data, refusal
 from nodes.models import Node
+from vms.forms.evacuate import EvacuateForm
 from vms.services.evacuation import Plan, request_evacuation
 
 
@@ -23,14 +25,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("node")
-        parser.add_argument("--to", default="", help="comma-separated destination nodes")
-        parser.add_argument("--parallel", type=int, default=1, help="migrations at once (1)")
-        parser.add_argument(
-            "--per-destination", type=int, default=1, help="migrations into one node at once (1)"
-        )
-        parser.add_argument("--include-stopped", action="store_true")
-        parser.add_argument("--return", dest="returning", action="store_true")
-        parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+        add_form_arguments(parser, EvacuateForm, exclude=["options"])
         parser.add_argument(
             "--option",
             action="append",
@@ -52,19 +47,9 @@ class Command(BaseCommand):
             options[key] = value
         try:
             with acting() as actor:
-                plan, job = request_evacuation(
-                    node,
-                    actor,
-                    to=[n.strip() for n in opts["to"].split(",") if n.strip()],
-                    parallel=opts["parallel"],
-                    per_destination=opts["per_destination"],
-                    include_stopped=opts["include_stopped"],
-                    options=options,
-                    returning=opts["returning"],
-                    dry_run=opts["dry_run"],
-                )
+                plan, job = request_evacuation(node, actor, **form_data(opts), options=options)
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from exc
+            raise refusal(exc) from exc
         except JobConflict as exc:
             raise CommandError(str(exc)) from exc
         if opts["json"] and job is None:
