@@ -142,7 +142,7 @@ def fmt_ms(value: float) -> str:
 def seed_inventory(nodes: int, vms_per_node: int, *, prefix: str = "bench") -> list[Any]:
     """Create ``nodes`` online test-driver nodes with ``vms_per_node`` VMs each (ORM only).
 
-    Two thirds of the VMs run with a VNC port (as ``tests/nodexml.make_domains``),
+    Two thirds of the VMs run with a VNC port (as ``tests/support/nodexml.make_domains``),
     so the template's console-link path is exercised. No host is contacted.
     """
     from django.utils import timezone

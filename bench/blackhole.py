@@ -1,7 +1,7 @@
 """A blackholed node: refresh time to "offline", page time with it, others undisturbed.
 
 100 nodes × 10 VMs (ORM rows on test:/// nodes); one node is a real test-driver
-node (``tests/nodexml.py``, 10 domains) used to time an ordinary refresh, and one
+node (``tests/support/nodexml.py``, 10 domains) used to time an ordinary refresh, and one
 node's URI is ``qemu+ssh://root@198.51.100.250/system``, an address where every
 packet is dropped. Figures:
 
@@ -232,7 +232,7 @@ def run(runs: int, warmup: int, refreshes: int) -> dict[str, Any]:
         from django.db import connection
 
         from nodes.hypervisor import close_all
-        from tests.nodexml import make_domains, write_node_xml
+        from tests.support.nodexml import make_domains, write_node_xml
         from vms.services.inventory import refresh_node
 
         _common.ensure_row_template()

@@ -118,7 +118,7 @@ def run(domains: int, runs: int, profile: bool) -> dict[str, Any]:
     try:
         from nodes.hypervisor import close_all
         from nodes.models import Node
-        from tests.nodexml import make_domains, write_node_xml
+        from tests.support.nodexml import make_domains, write_node_xml
 
         started = time.perf_counter()
         path = write_node_xml(Path(data_dir) / f"node{domains}.xml", make_domains(domains))

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
     from nodes.models import Node
     from stats.models import VmSample
     from stats.services.sampling import record_snapshot
-    from tests.nodexml import make_domains, write_node_xml
+    from tests.support.nodexml import make_domains, write_node_xml
     from vms.services.inventory import refresh_node
 
     xml = write_node_xml(data_dir / "node.xml", make_domains(args.domains))

@@ -21,7 +21,7 @@ TEST_PACKAGES=(
   openssh-server busybox-static cpio iproute2 iptables postgresql
   # real OpenVPN tunnels between lab nodes (vpn app, tests/integration/test_vpn_real.py)
   openvpn
-  # the real nginx + uwsgi site and the browser tests (tests/deploysite.py, tests/e2e)
+  # the real nginx + uwsgi site and the browser tests (tests/support/deploysite.py, tests/e2e)
   nginx apache2-utils chromium chromium-driver
 )
 

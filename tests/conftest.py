@@ -10,11 +10,11 @@ from django.test import Client
 
 from kvmmgr.models import Role, UserRole
 from nodes.hypervisor import close_all
-from tests.nodexml import FakeDomain, make_domains, write_node_xml
+from tests.support.nodexml import FakeDomain, make_domains, write_node_xml
 
 # The real nginx + uwsgi site (deployed_site) and the libvirt lab (lab, lab_node, ...),
 # shared by tests/integration and tests/e2e.
-pytest_plugins = ["tests.deploysite", "tests.lab.fixtures"]
+pytest_plugins = ["tests.support.deploysite", "tests.lab.fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploysite import ARTIFACTS, USERS
+from tests.support.deploysite import ARTIFACTS, USERS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

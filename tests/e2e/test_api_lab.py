@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.deploysite import Browser, Site, run_site
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
 from tests.lab.trust import own_fingerprint
+from tests.support.deploysite import Browser, Site, run_site
 
 VM = "api-vm1"
 VOLUME = "api-vm1-disk"

@@ -1,4 +1,4 @@
-"""End to end in headless Chromium, through nginx with basic auth (tests/deploysite.py).
+"""End to end in headless Chromium, through nginx with basic auth (tests/support/deploysite.py).
 
 Debian's chromium and chromedriver (tests/e2e/chrome.py); screenshots go to
 test-artifacts/e2e/ (gitignored). The lab-backed VM lifecycle is in test_browser_lab.py.
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploysite import Site
 from tests.e2e.chrome import chromium, login, shot
+from tests.support.deploysite import Site
 
 VM_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0003"  # browse-me
 

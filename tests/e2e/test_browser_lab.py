@@ -16,10 +16,10 @@ from uuid import UUID
 
 import pytest
 
-from tests.deploysite import Site, run_site
 from tests.e2e.chrome import chromium, login, shot
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
+from tests.support.deploysite import Site, run_site
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

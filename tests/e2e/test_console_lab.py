@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.deploysite import Browser, Site, run_site, wait_for
 from tests.e2e.chrome import chromium, login, shot
 from tests.lab import nat
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
+from tests.support.deploysite import Browser, Site, run_site, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
 websocket = pytest.importorskip("websocket")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor
+from tests.support.database import worker_database_url
+from tests.support.factories import actor
 from vms.models import VirtualMachine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +32,6 @@ def _require_redis() -> None:
         pytest.skip(f"no Redis at {settings.CELERY_BROKER_URL}")
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Callable[[], str]]:
     """A Celery worker with embedded beat (1 s inventory interval) on the test database."""
@@ -48,7 +41,7 @@ def worker(tmp_path: Path) -> Iterator[Callable[[], str]]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kvmmgr.settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": worker_database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "KVMMGR_DATA_DIR": str(settings.DATA_DIR),
         "KVMMGR_INVENTORY_INTERVAL": "1",

@@ -19,9 +19,9 @@ from nodes.hypervisor import virtinstall
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
+from tests.support.factories import actor
 from vms import vncsecret
 from vms.forms.create import create_form
 from vms.models import VirtualMachine

@@ -1,6 +1,6 @@
 """The production stack over HTTP: nginx basic auth -> uwsgi param REMOTE_USER -> roles.
 
-Runs against ``deployed_site`` (tests/deploysite.py): real nginx and uwsgi
+Runs against ``deployed_site`` (tests/support/deploysite.py): real nginx and uwsgi
 started from the deploy/ templates, users created with ``manage.py adduser``.
 """
 
@@ -10,7 +10,7 @@ import base64
 import json
 import time
 
-from tests.deploysite import NODE_NAME, USERS, Site, wait_for
+from tests.support.deploysite import NODE_NAME, USERS, Site, wait_for
 
 OFF_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0001"
 ON_UUID = "6b2f3a62-5c1e-4a7e-9a55-2f4d2e7d0002"

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from jobs.actions import request_abort
 from jobs.choices import JobStatus
 from jobs.models import Job
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor
 from tests.lab import nat
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, last_number, wait_serial_progress
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
+from tests.support.database import worker_database_url
+from tests.support.factories import actor
 from vms.models import VirtualMachine
 from vms.services import evacuation, inventory
 from vpn import services
@@ -44,13 +44,6 @@ def nat_nodes(lab: Lab) -> tuple[LabNode, LabNode]:
     return nat.add_public_node(lab, "vpn1"), nat.add_nat_node(lab, "nat2")
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 class Worker:
     """``celery -A kvmmgr worker -B`` on the test database, killable like a crash."""
 
@@ -62,7 +55,7 @@ class Worker:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "kvmmgr.settings",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": worker_database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "KVMMGR_DATA_DIR": str(settings.DATA_DIR),
             "KVMMGR_SSH_KEY": str(settings.KVMMGR_SSH_KEY),

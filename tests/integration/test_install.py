@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploysite import ARTIFACTS, ROOT, VENV, free_port, wait_for
+from tests.support.deploysite import ARTIFACTS, ROOT, VENV, free_port, wait_for
 
 INSTALL = ROOT / "deploy" / "install.sh"
 ADMIN = ("boss", "boss-Secret-4711")

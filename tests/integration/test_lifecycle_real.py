@@ -22,11 +22,11 @@ from jobs.models import Job
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.eager import eager_tasks
-from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
+from tests.support.eager import eager_tasks
+from tests.support.factories import actor
 from vms.models import VirtualMachine
 from vms.services import inventory, lifecycle
 

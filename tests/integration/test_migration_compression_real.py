@@ -18,12 +18,12 @@ from jobs import runner
 from jobs.choices import JobStatus
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.liveness import ALIVE, serial_numbers
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
+from tests.support.factories import actor
 from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory

@@ -22,8 +22,6 @@ from jobs.models import Job
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.eager import eager_tasks
-from tests.factories import actor
 from tests.integration.jobworker import start_worker
 from tests.lab._util import read_pid
 from tests.lab.fixtures import LabGuests
@@ -31,6 +29,8 @@ from tests.lab.lab import GuestInfo, Lab
 from tests.lab.liveness import ALIVE, COUNTER, serial_numbers
 from tests.lab.node import LabNode, veth_name
 from tests.lab.trust import confirm_host_key
+from tests.support.eager import eager_tasks
+from tests.support.factories import actor
 from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory, reconcile

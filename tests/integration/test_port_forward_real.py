@@ -24,12 +24,12 @@ from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
 from stats.services import sampling
-from tests.factories import actor
 from tests.lab import nat
 from tests.lab.fixtures import LabGuests
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
+from tests.support.factories import actor
 from vms.forms.create import create_form
 from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine

@@ -16,9 +16,9 @@ from nodes.hypervisor import connection as conn_module
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor
 from tests.lab.lab import GuestInfo, Lab
 from tests.lab.node import LabNode
+from tests.support.factories import actor
 from vms.models import VirtualMachine
 from vms.services import inventory
 

@@ -20,9 +20,9 @@ from nodes.models import Node
 from nodes.services import registry
 from stats.models import NodeSample, VmSample
 from stats.services import sampling
-from tests.factories import actor
 from tests.lab.lab import Lab
 from tests.lab.node import LabNode
+from tests.support.factories import actor
 from vms.models import VirtualMachine
 from vms.services import inventory
 

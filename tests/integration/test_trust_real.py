@@ -13,9 +13,9 @@ from nodes.models import Node
 from nodes.remote import open_remote
 from nodes.services import registry, trust
 from nodes.tasks import forget_migration_key
-from tests.factories import actor
 from tests.lab.node import LabNode
 from tests.lab.trust import confirm_host_key
+from tests.support.factories import actor
 from vms.services import inventory
 
 

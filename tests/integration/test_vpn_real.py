@@ -22,7 +22,6 @@ from jobs.context import JobContext
 from jobs.models import Job
 from nodes.models import Node
 from stats.services import sampling
-from tests.factories import actor
 from tests.integration.test_migration_real import (
     _source_job_type,
     _wait_alive_after,
@@ -40,6 +39,7 @@ from tests.lab.liveness import (
 )
 from tests.lab.node import LabNode, tcp_open
 from tests.lab.trust import confirm_host_key
+from tests.support.factories import actor
 from vms.forms.migrate import migration_options
 from vms.models import VirtualMachine
 from vms.services import inventory

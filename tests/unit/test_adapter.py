@@ -11,7 +11,7 @@ from nodes.hypervisor import HypervisorError, list_domains, probe_host
 from nodes.hypervisor import connection as conn_module
 from nodes.hypervisor.states import VMState
 from nodes.hypervisor.xml import parse_domain_xml
-from tests.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
+from tests.support.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
 
 
 def test_list_domains_reports_named_states_and_consoles(node_xml: Callable[..., str]) -> None:

@@ -25,7 +25,7 @@ from kvmmgr.models import ApiToken, AuditEntry, Role
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from tests.conftest import make_user
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.choices import JobKind
 
 pytestmark = pytest.mark.django_db

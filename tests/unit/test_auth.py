@@ -18,7 +18,7 @@ from kvmmgr.access import AccessDenied, Actor, Permission
 from kvmmgr.models import AppendOnlyError, AuditEntry, Role
 from nodes.hypervisor.states import VMState
 from nodes.services import registry
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms.services import lifecycle
 
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from kvmmgr.models import AuditEntry
 from nodes.hypervisor.states import VMState
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms import vncsecret
 from vms.models import ConsoleTicket, VirtualMachine
 from vms.services import console_tickets

@@ -23,7 +23,7 @@ from nodes.hypervisor import networks as hv_networks
 from nodes.hypervisor import storage as hv_storage
 from nodes.hypervisor.connection import connection_for
 from nodes.models import Node
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms import vncsecret
 from vms.choices import JobKind
 from vms.forms.create import CreateVMForm, create_form

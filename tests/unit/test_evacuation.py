@@ -18,7 +18,7 @@ from kvmmgr.models import AuditEntry
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.choices import JobKind
 from vms.services import evacuation
 from vms.services.evacuation import Plan, request_evacuation

@@ -15,8 +15,8 @@ from django.urls import reverse
 
 from jobs.models import Job
 from nodes.models import Node
-from tests.factories import make_node, make_vm
-from tests.nodexml import RUNSTATE_SHUTOFF, FakeDomain
+from tests.support.factories import make_node, make_vm
+from tests.support.nodexml import RUNSTATE_SHUTOFF, FakeDomain
 from vms.forms.create import create_form
 from vms.models import VirtualMachine
 from vms.services import inventory

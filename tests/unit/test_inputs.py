@@ -26,7 +26,7 @@ from kvmmgr.inputs.cli import add_form_arguments, flag_of
 from kvmmgr.inputs.fields import Flag, WholeNumber, truthy
 from nodes.models import Node
 from tests.conftest import make_user
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from tests.unit.test_create import form_data, write_create_node
 from vms.forms.create import CreateVMForm
 from vms.forms.evacuate import EvacuateForm

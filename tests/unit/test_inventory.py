@@ -8,8 +8,8 @@ from django.utils import timezone
 from nodes.hypervisor import DomainInfo
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from tests.factories import make_node
-from tests.nodexml import make_domains
+from tests.support.factories import make_node
+from tests.support.nodexml import make_domains
 from vms.models import VirtualMachine
 from vms.services import inventory
 

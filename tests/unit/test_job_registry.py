@@ -19,7 +19,7 @@ from jobs.registry import JobAction, JobType, OnStale
 from kvmmgr.access import AccessDenied, Permission
 from kvmmgr.models import Role
 from tests.conftest import client_for, make_user
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms.choices import JobKind
 from vpn.choices import VpnJobKind
 

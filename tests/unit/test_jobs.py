@@ -20,7 +20,7 @@ from jobs.models import Job
 from kvmmgr.models import Role
 from nodes.hypervisor import HypervisorError
 from tests.conftest import client_for, make_user
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms.choices import JobKind
 
 

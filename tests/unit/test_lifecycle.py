@@ -18,8 +18,8 @@ from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from tests.factories import actor, make_node, make_vm
-from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
+from tests.support.factories import actor, make_node, make_vm
+from tests.support.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, make_lifecycle_node
 from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import lifecycle

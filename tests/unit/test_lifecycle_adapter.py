@@ -11,7 +11,7 @@ from nodes.hypervisor import HypervisorError, connection_for, volumes_delete
 from nodes.hypervisor import lifecycle as hv
 from nodes.hypervisor.states import VMState
 from nodes.hypervisor.xml import parse_domain_devices
-from tests.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, write_lifecycle_host
+from tests.support.lifecyclehost import DB1, IMAGES, SHARE1, STRAY, WEB1, write_lifecycle_host
 
 
 @pytest.fixture

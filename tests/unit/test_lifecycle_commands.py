@@ -17,9 +17,9 @@ from nodes.hypervisor import connection_for
 from nodes.hypervisor import lifecycle as hv
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from tests.eager import eager_tasks
-from tests.factories import make_node, make_vm
-from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
+from tests.support.eager import eager_tasks
+from tests.support.factories import make_node, make_vm
+from tests.support.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
 from vms.choices import JobKind
 from vms.models import VirtualMachine
 

@@ -14,7 +14,7 @@ from jobs.choices import JobStatus
 from jobs.models import Job
 from nodes.hypervisor import close_all
 from nodes.models import Node
-from tests.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
+from tests.support.lifecyclehost import DB1, IMAGES, WEB1, make_lifecycle_node
 from vms.choices import JobKind
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from kvmmgr.models import AuditEntry
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.forms.create import create_form
 from vms.forms.migrate import migration_options
 from vms.services.migration.request import request_migration

@@ -15,7 +15,7 @@ from jobs.errors import JobConflict
 from nodes.hypervisor.migration import MigrationRequest, stats_from_libvirt
 from nodes.hypervisor.states import VMState
 from nodes.services.trust import display_peer_uri, known_hosts_name, peer_path_failure, peer_uri
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms.choices import JobKind
 from vms.forms.migrate import migration_options
 from vms.services.migration.options import MigrationOptions
@@ -279,7 +279,7 @@ def test_postcopy_switch_is_requested_only_for_running_postcopy_migrations(
     from django.urls import reverse
 
     from jobs.models import Job
-    from tests.factories import actor
+    from tests.support.factories import actor
     from vms.services.migration.request import request_postcopy
 
     source, dest = _online("n1"), _online("n2", "localhost")
@@ -391,7 +391,7 @@ def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin
     from django.urls import reverse
 
     from jobs.models import Job
-    from tests.factories import actor
+    from tests.support.factories import actor
 
     source, dest = _online("n1"), _online("n2", "localhost")
     job = request_migration(make_vm(source, name="web"), dest, MigrationOptions(), actor())
@@ -406,7 +406,7 @@ def test_job_page_shows_bytes_on_the_wire_downtime_and_time_of_a_migration(admin
 @pytest.mark.django_db
 def test_auto_converge_is_used_over_a_slow_link_unless_turned_off(settings) -> None:
     from jobs.context import JobContext
-    from tests.factories import actor
+    from tests.support.factories import actor
     from vms.services.migration.prechecks import auto_converge_wanted
 
     source, dest = _online("n1"), _online("n2", "localhost")

@@ -25,7 +25,7 @@ from nodes import features as nf
 from nodes.hypervisor import collect_facts, node_versions, probe_host
 from nodes.hypervisor.migration import MigrationRequest
 from nodes.models import Node
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 from vms.forms.migrate import migration_options
 from vms.services.migration import features as mf
 from vms.services.migration.options import MigrationOptions

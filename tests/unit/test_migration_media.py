@@ -23,7 +23,7 @@ from nodes.hypervisor import HypervisorError, coldcopy
 from nodes.hypervisor import media as hv_media
 from nodes.hypervisor import migration as hv
 from nodes.hypervisor.xml import parse_domain_devices, without_media
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.choices import JobKind, MediaRemedy
 from vms.forms.migrate import migration_options
 from vms.services.migration import media as migration_media

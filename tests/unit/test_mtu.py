@@ -15,7 +15,7 @@ from jobs.context import JobContext
 from jobs.models import Job
 from nodes.hypervisor import migration_prep as prep
 from nodes.hypervisor.xml import parse_domain_devices
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.choices import JobKind
 from vms.services.migration.prechecks import warn_nic_mtus
 

@@ -18,7 +18,7 @@ from kvmmgr.access import Actor
 from kvmmgr.models import AuditEntry
 from nodes.models import Node
 from nodes.services import hostkeys, registry, trust
-from tests.factories import make_node
+from tests.support.factories import make_node
 
 URI = "qemu+ssh://root@198.51.100.254:2222/system"
 

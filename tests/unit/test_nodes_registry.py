@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 
 from nodes.models import Node
 from nodes.services import registry
-from tests.factories import actor, make_node, make_vm
+from tests.support.factories import actor, make_node, make_vm
 
 
 @pytest.mark.django_db

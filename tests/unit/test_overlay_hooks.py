@@ -9,7 +9,7 @@ import pytest
 
 from nodes.models import Node
 from nodes.services import links
-from tests.factories import make_node
+from tests.support.factories import make_node
 from vms.services import inventory
 from vpn.links import TunnelExplainer
 from vpn.models import Tunnel

@@ -11,7 +11,7 @@ from django.utils import timezone
 from jobs.choices import JobStatus
 from jobs.models import Job
 from nodes.models import Node
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.choices import JobKind
 from vms.services.migration import peer_proof
 

@@ -10,8 +10,8 @@ from jobs.choices import JobStatus
 from jobs.models import Job
 from nodes.hypervisor import storage as hv_storage
 from nodes.models import Node
-from tests.factories import make_node, make_vm
-from tests.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
+from tests.support.factories import make_node, make_vm
+from tests.support.nodexml import RUNSTATE_PAUSED, RUNSTATE_SHUTOFF, FakeDomain
 from vms.choices import JobKind
 from vms.models import VirtualMachine
 from vms.services import reconcile

@@ -9,7 +9,7 @@ import pytest
 from nodes.models import Node
 from stats.models import NodeRollup, NodeSample, Resolution, VmRollup, VmSample
 from stats.services.retention import run_retention
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from nodes.models import Node
 from stats.models import NodeSample, SamplingCursor, VmSample
 from stats.services.sampling import record_snapshot, sample_node
 from stats.tasks import online_node_ids
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.models import VirtualMachine
 from vms.services.inventory import refresh_node
 

@@ -16,7 +16,7 @@ from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from stats.models import NodeSample, VmSample
 from stats.services.retention import run_retention
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,8 @@ from django.test import override_settings
 
 from nodes.models import Node
 from nodes.services import registry
-from tests.eager import eager_tasks
-from tests.factories import actor, make_node
+from tests.support.eager import eager_tasks
+from tests.support.factories import actor, make_node
 from vms import inventory_tasks as tasks
 from vms.models import VirtualMachine
 

@@ -86,7 +86,7 @@ def test_a_stored_uri_with_a_bare_question_mark_never_reaches_libvirt() -> None:
     """A row written before the check (or by hand) is refused where URIs are built."""
     from nodes.hypervisor.connection import libvirt_uri_for
     from nodes.services.trust import peer_uri
-    from tests.factories import make_node
+    from tests.support.factories import make_node
 
     with pytest.raises(ValidationError):
         libvirt_uri_for("qemu+ssh://root@127.0.0.1/system?")

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from nodes.hypervisor.states import VMState
 from nodes.models import Node
-from tests.factories import make_node, make_vm
+from tests.support.factories import make_node, make_vm
 from vms.services import inventory
 
 

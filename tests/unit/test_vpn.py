@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from django.core.exceptions import ValidationError
 
-from tests.factories import make_node
+from tests.support.factories import make_node
 from vpn import mgmt, render, services
 from vpn.choices import TunnelMode
 from vpn.models import Tunnel, TunnelMember
@@ -267,7 +267,7 @@ def test_vpn_actions_need_the_admin_role(viewer_client, admin_client) -> None:
     from django.urls import reverse
 
     from kvmmgr.models import AuditEntry
-    from tests.factories import make_node
+    from tests.support.factories import make_node
     from vpn.models import Tunnel, TunnelMember
 
     node = make_node(name="srv", uri="qemu+ssh://root@127.0.0.1:2222/system")

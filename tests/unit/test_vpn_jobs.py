@@ -26,8 +26,8 @@ from jobs.errors import JobConflict
 from jobs.models import Job
 from kvmmgr.models import AuditEntry, Role
 from tests.conftest import client_for, make_user
-from tests.eager import eager_tasks
-from tests.factories import actor, make_node
+from tests.support.eager import eager_tasks
+from tests.support.factories import actor, make_node
 from vpn import jobs, services
 from vpn.choices import VpnJobKind, VpnState
 from vpn.models import Tunnel, TunnelMember

@@ -8,7 +8,7 @@ import pytest
 
 from nodes.hypervisor.errors import HypervisorError
 from nodes.models import Node
-from tests.factories import make_node
+from tests.support.factories import make_node
 from vms.services.migration.links import explain_link_loss
 from vpn import services
 from vpn.choices import VpnState

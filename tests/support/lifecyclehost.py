@@ -1,6 +1,6 @@
 """A test-driver host for lifecycle tests: domains with disks, NICs, consoles, and a pool.
 
-``tests/nodexml.py`` builds large inventories of bare domains; lifecycle tests
+``tests/support/nodexml.py`` builds large inventories of bare domains; lifecycle tests
 need a few domains whose disks are real volumes of a pool (so delete can go
 through libvirt's storage API), a CD-ROM, a disk outside every pool, and a
 volume shared by two domains.
@@ -117,7 +117,7 @@ def write_lifecycle_host(path: Path) -> str:
 
 def make_lifecycle_node(directory: Path, name: str = "lc") -> Node:
     """A node on the lifecycle host, refreshed once so it is online with its VMs."""
-    from tests.factories import make_node
+    from tests.support.factories import make_node
     from vms.services.inventory import refresh_node
 
     node = make_node(name=name, uri=write_lifecycle_host(directory / f"{name}.xml"))

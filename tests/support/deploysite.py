@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 ARTIFACTS = ROOT / "test-artifacts"
 USERS = {
@@ -199,7 +199,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _write_node_xml(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from tests.nodexml import RUNSTATE_SHUTOFF, FakeDomain, write_node_xml
+    from tests.support.nodexml import RUNSTATE_SHUTOFF, FakeDomain, write_node_xml
 
     write_node_xml(
         path,
