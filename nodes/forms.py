@@ -11,7 +11,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import model_to_dict
 
-from kvmmgr.inputs.fields import Choice, Flag, WholeNumber, truthy
+from kvmmgr.inputs.fields import Choice, Flag, WholeNumber, truthy, unchecked_means_no
 from nodes.models import Node, VirtType
 
 FIELDS = ["name", "uri", "migration_address", "migration_ssh_port", "virt_type", "enabled"]
@@ -69,8 +69,7 @@ class NodeForm(forms.ModelForm):
     @classmethod
     def from_page(cls, post: Any, node: Node | None = None) -> NodeForm:
         """The page's POST: an unchecked box sends nothing, which there means no."""
-        data = {key: post.get(key) for key in post}
-        data.setdefault("enabled", False)
+        data = unchecked_means_no(cls, post)
         instance = Node.objects.get(pk=node.pk) if node is not None else None
         return cls(data, instance=instance)
 
