@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from kvmmgr.access import Actor, Permission, require
 from kvmmgr.redirects import back_to
-from nodes.forms import NodeForm
+from nodes.forms import MaintenanceForm, NodeForm
 from nodes.models import Node
 from nodes.services import hostkeys, registry
 
@@ -24,21 +24,21 @@ def node_list(request: HttpRequest) -> HttpResponse:
     return render(request, "nodes/node_list.html", {"nodes": nodes})
 
 
-def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
-    fields = ("name", "uri", "migration_address", "migration_ssh_port", "virt_type", "enabled")
-    data = {key: form.cleaned_data[key] for key in fields}
+def _save(request: HttpRequest, form: NodeForm) -> bool:
+    """Add or change the node through its form; a refusal leaves its errors on the form."""
+    adding = form.instance.pk is None
     try:
-        if node is None:
-            saved = registry.add_node(actor=Actor.from_request(request), **data)
-            messages.success(request, f"Node {saved.name} added; its inventory is being read.")
-        else:
-            saved = registry.update_node(node, Actor.from_request(request), **data)
-            messages.success(request, f"Node {saved.name} saved.")
+        saved = registry.save_node(form, Actor.from_request(request))
     except ValidationError as exc:
-        for field, errors in exc.message_dict.items():
-            for error in errors:
-                form.add_error(field if field in form.fields else None, error)
+        if not form.errors:  # refused by the service, not by the form
+            for field, errors in exc.message_dict.items():
+                for error in errors:
+                    form.add_error(field if field in form.fields else None, error)
         return False
+    if adding:
+        messages.success(request, f"Node {saved.name} added; its inventory is being read.")
+    else:
+        messages.success(request, f"Node {saved.name} saved.")
     return True
 
 
@@ -46,8 +46,8 @@ def _save(request: HttpRequest, form: NodeForm, node: Node | None) -> bool:
 def node_add(request: HttpRequest) -> HttpResponse:
     # Refuse before the form: a viewer sees a 403, not a form it can never submit.
     require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.add")
-    form = NodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid() and _save(request, form, None):
+    form = NodeForm.from_page(request.POST) if request.method == "POST" else NodeForm()
+    if request.method == "POST" and _save(request, form):
         return redirect("nodes:node_list")
     return render(request, "nodes/node_form.html", {"form": form, "node": None})
 
@@ -56,9 +56,12 @@ def node_add(request: HttpRequest) -> HttpResponse:
 def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
     require(Actor.from_request(request), Permission.NODE_MANAGE, action="node.update")
     node = get_object_or_404(Node, pk=pk)
-    # Bind to a copy so a failed validation never leaves the instance half-changed.
-    form = NodeForm(request.POST or None, instance=Node.objects.get(pk=pk))
-    if request.method == "POST" and form.is_valid() and _save(request, form, node):
+    # Bound to a copy so a failed validation never leaves the instance half-changed.
+    if request.method == "POST":
+        form = NodeForm.from_page(request.POST, node)
+    else:
+        form = NodeForm(instance=Node.objects.get(pk=pk))
+    if request.method == "POST" and _save(request, form):
         return redirect("nodes:node_list")
     context = {
         "form": form,
@@ -67,6 +70,7 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
         if node.uri.startswith("qemu+ssh://")
         else None,
         "trust_confirmed": hostkeys.trust_confirmed(node),
+        "maintenance_form": MaintenanceForm(),
     }
     return render(request, "nodes/node_form.html", context)
 
@@ -94,10 +98,11 @@ def node_trust(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
+    # MaintenanceForm's "on" is the page's button: ``state`` on or off.
     on = request.POST.get("state") == "on"
     try:
         registry.set_maintenance(
-            node, Actor.from_request(request), on, request.POST.get("reason", "")
+            node, Actor.from_request(request), on=on, reason=request.POST.get("reason", "")
         )
         messages.success(request, f"{node.name} is {'in' if on else 'out of'} maintenance.")
     except ValidationError as exc:

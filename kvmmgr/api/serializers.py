@@ -12,7 +12,8 @@ from jobs import registry
 from jobs.models import Job
 from kvmmgr.inputs.api import ServiceFormSerializer, form_serializer
 from kvmmgr.models import ApiToken, AuditEntry
-from nodes.models import Node, VirtType
+from nodes.forms import MaintenanceForm, NodeForm
+from nodes.models import Node
 from nodes.services import hostkeys
 from vms.forms.create import CreateVMForm
 from vms.forms.evacuate import EvacuateForm
@@ -55,13 +56,10 @@ class NodeDetailSerializer(NodeSerializer):
         return hostkeys.pinned_fingerprint(node)
 
 
-class NodeInputSerializer(serializers.Serializer[dict[str, Any]]):
-    name = serializers.CharField(max_length=63)
-    uri = serializers.CharField(max_length=255)
-    migration_address = serializers.CharField(max_length=253, required=False, allow_blank=True)
-    migration_ssh_port = serializers.IntegerField(required=False, allow_null=True)
-    enabled = serializers.BooleanField(required=False)
-    virt_type = serializers.ChoiceField(choices=VirtType.choices, required=False)
+NodeInputSerializer = form_serializer("NodeInputSerializer", NodeForm, base=ServiceFormSerializer)
+MaintenanceSerializer = form_serializer(
+    "MaintenanceInputSerializer", MaintenanceForm, base=ServiceFormSerializer
+)
 
 
 EvacuateSerializer = form_serializer("EvacuateSerializer", EvacuateForm, base=ServiceFormSerializer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
@@ -15,6 +14,7 @@ from kvmmgr.api.common import accepted
 from kvmmgr.api.serializers import (
     AcceptedSerializer,
     EvacuateSerializer,
+    MaintenanceSerializer,
     MoveSerializer,
     NodeDetailSerializer,
     NodeInputSerializer,
@@ -47,7 +47,7 @@ class NodeViewSet(viewsets.ModelViewSet):
     def create(self, request: Request) -> Response:
         data = NodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        node = registry.add_node(actor=actor(request), **data.validated_data)
+        node = registry.add_node(actor=actor(request), **data.validated_data["data"])
         return Response(NodeDetailSerializer(node).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=NodeInputSerializer, responses={200: NodeDetailSerializer})
@@ -55,7 +55,7 @@ class NodeViewSet(viewsets.ModelViewSet):
         node = self.get_object()
         data = NodeInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        node = registry.update_node(node, actor(request), **data.validated_data)
+        node = registry.update_node(node, actor(request), **data.validated_data["data"])
         return Response(NodeDetailSerializer(node).data)
 
     def destroy(self, request: Request, pk: str | None = None) -> Response:
@@ -72,22 +72,15 @@ class NodeViewSet(viewsets.ModelViewSet):
         count = registry.request_refresh([self.get_object()], actor=actor(request))
         return Response({"queued": count}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(
-        request=inline_serializer(
-            "MaintenanceInput",
-            {"on": serializers.BooleanField(), "reason": serializers.CharField(required=False)},
-        ),
-        responses={200: NodeDetailSerializer},
-    )
+    @extend_schema(request=MaintenanceSerializer, responses={200: NodeDetailSerializer})
     @action(detail=True, methods=["post"])
     def maintenance(self, request: Request, pk: str | None = None) -> Response:
         """Start (``on: true``) or end maintenance: a node in it takes no new VMs."""
-        if not isinstance(request.data.get("on"), bool):
-            raise ValidationError({"on": ["true or false."]})
+        data = MaintenanceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         node = registry.set_maintenance(
-            self.get_object(), actor(request), request.data["on"],
-            str(request.data.get("reason", "")),
-        )  # fmt: skip
+            self.get_object(), actor(request), **data.validated_data["data"]
+        )
         return Response(NodeDetailSerializer(node).data)
 
     @extend_schema(

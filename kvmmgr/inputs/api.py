@@ -64,6 +64,8 @@ def mirror(field: forms.Field) -> serializers.Field:
         return RawList(child=serializers.CharField(), **common)
     if kind == "dict":
         return RawDict(**common)
+    if kind == "bool":
+        return RawBoolean(**common)
     if isinstance(field, Flag):
         common.setdefault("default", False)
         return RawBoolean(**common)
@@ -75,8 +77,8 @@ def mirror(field: forms.Field) -> serializers.Field:
             **common,
         )
     if isinstance(field, forms.ChoiceField) and field.choices:
-        values = [str(v) for v, _ in field.choices]
-        return RawChoice(choices=values, allow_blank="" in values, **common)
+        pairs = [(str(v), str(label)) for v, label in field.choices]
+        return RawChoice(choices=pairs, allow_blank="" in dict(pairs), **common)
     return RawString(
         max_length=getattr(field, "max_length", None), allow_blank=not field.required, **common
     )

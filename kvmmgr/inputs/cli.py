@@ -46,19 +46,26 @@ def add_form_arguments(
     *,
     exclude: Iterable[str] = (),
     group: Any = None,
+    prefix: str = PREFIX,
+    aliases: bool = True,
 ) -> None:
-    """Add one option per field of ``form_class`` (but ``exclude``) to ``parser``."""
+    """Add one option per field of ``form_class`` (but ``exclude``) to ``parser``.
+
+    A second form's flags on one command take their own ``prefix`` (read back with
+    ``form_data(opts, prefix)``) and, where its older spellings would collide with the
+    first form's, ``aliases=False``.
+    """
     target = group or parser
-    aliases: Mapping[str, str] = getattr(form_class, "cli_aliases", {})
+    spellings: Mapping[str, str] = getattr(form_class, "cli_aliases", {}) if aliases else {}
     skip = set(exclude)
     for name, field in form_class.base_fields.items():
         if name in skip:
             continue
         flags = [flag_of(name)]
-        if name in aliases:
-            flags.insert(0, aliases[name])
+        if name in spellings:
+            flags.insert(0, spellings[name])
         kwargs: dict[str, Any] = {
-            "dest": PREFIX + name,
+            "dest": prefix + name,
             "default": None,
             "help": _help(name, field),
         }
@@ -71,12 +78,12 @@ def add_form_arguments(
         target.add_argument(*flags, **kwargs)
 
 
-def form_data(opts: Mapping[str, Any]) -> dict[str, Any]:
+def form_data(opts: Mapping[str, Any], prefix: str = PREFIX) -> dict[str, Any]:
     """The flags the admin gave, by field name (what a form is bound to)."""
     return {
-        key.removeprefix(PREFIX): value
+        key.removeprefix(prefix): value
         for key, value in opts.items()
-        if key.startswith(PREFIX) and value not in (None, False)
+        if key.startswith(prefix) and value not in (None, False)
     }
 
 

@@ -97,21 +97,36 @@ class Checkbox(forms.CheckboxInput):
         super().__init__(attrs, check_test=truthy)
 
     def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
-        return data.get(name, False)
+        return data.get(name)
 
 
 class Flag(forms.BooleanField):
-    """A yes/no option: checked box, ``--flag``, JSON ``true`` or one of ``TRUE_WORDS``."""
+    """A yes/no option: checked box, ``--flag``, JSON ``true`` or one of ``TRUE_WORDS``.
+
+    Left out, it is ``default`` (no by default). A page whose unchecked box means no
+    for a flag that defaults to yes says so when it binds (``unchecked_means_no``).
+    """
 
     widget = Checkbox
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, default: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
-        kwargs.setdefault("initial", False)
+        kwargs.setdefault("initial", default)
         super().__init__(**kwargs)
+        self.default = default
 
     def to_python(self, value: Any) -> bool:
-        return value is not None and truthy(value)
+        return self.default if value is None else truthy(value)
+
+
+def unchecked_means_no(form_class: type[forms.BaseForm], data: Any) -> dict[str, Any]:
+    """A page's POST for ``form_class``: a checkbox left unchecked sends nothing, so
+    each ``Flag`` the POST lacks is no (the CLI and the API leave it out for its default)."""
+    values: dict[str, Any] = {key: data.get(key) for key in data}
+    for name, field in form_class.base_fields.items():
+        if isinstance(field, Flag):
+            values.setdefault(name, False)
+    return values
 
 
 class Choice(forms.ChoiceField):

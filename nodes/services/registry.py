@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from kvmmgr import audit
 from kvmmgr.access import Actor, Permission
-from nodes.models import Node, VirtType
+from kvmmgr.inputs.fields import errors_of
+from nodes.forms import FIELDS as NODE_FIELDS
+from nodes.forms import MaintenanceForm, NodeForm, OnOff
+from nodes.models import Node
 from nodes.services import hooks, hostkeys
 from nodes.services.trust import known_hosts_name
 from nodes.tasks import forget_migration_key
@@ -27,70 +33,69 @@ def _enqueue_forget(node: Node) -> None:
     transaction.on_commit(lambda: forget_migration_key.delay(*args))
 
 
-def add_node(
-    *,
-    actor: Actor,
-    name: str,
-    uri: str,
-    migration_address: str = "",
-    migration_ssh_port: int | None = None,
-    enabled: bool = True,
-    virt_type: str = VirtType.AUTO,
-) -> Node:
+def add_node(*, actor: Actor, **data: Any) -> Node:
     """Validate and save a node, then queue its first inventory refresh.
 
-    Raises ``django.core.exceptions.ValidationError`` with per-field messages;
-    nothing is saved in that case.
+    ``data`` are ``NodeForm``'s fields (``name``, ``uri``, ``migration_address``,
+    ``migration_ssh_port``, ``enabled``, ``virt_type``), typed or as given; left out,
+    a field has its default (enabled, auto). Raises
+    ``django.core.exceptions.ValidationError`` with per-field messages; nothing is
+    saved in that case.
     """
-    node = Node(
-        name=name.strip(),
-        uri=uri.strip(),
-        migration_address=migration_address.strip(),
-        migration_ssh_port=migration_ssh_port,
-        enabled=enabled,
-        virt_type=virt_type,
-    )
-    params = {
-        "uri": node.uri,
-        "migration_address": node.migration_address,
-        "migration_ssh_port": node.migration_ssh_port,
-        "enabled": enabled,
-        "virt_type": virt_type,
-    }
-    with audit.action(actor, Permission.NODE_MANAGE, "node.add", target=node.name, params=params):
-        node.full_clean()
-        with transaction.atomic():
-            node.save()
-            if enabled:
-                _enqueue_refresh(node.pk)
-        return node
+    return save_node(NodeForm(data), actor)
 
 
-def update_node(node: Node, actor: Actor, **changes: object) -> Node:
-    """Apply changes to a node after validating the whole result."""
-    allowed = {"name", "uri", "migration_address", "migration_ssh_port", "enabled", "virt_type"}
-    unknown = set(changes) - allowed
+def update_node(node: Node, actor: Actor, **changes: Any) -> Node:
+    """Apply ``changes`` (``NodeForm``'s fields) to a node after validating the whole
+    result; returns the saved node (``node`` itself is refreshed from it)."""
+    unknown = set(changes) - set(NODE_FIELDS)
     if unknown:
         raise TypeError(f"cannot change {', '.join(sorted(unknown))}")
-    with audit.action(
-        actor, Permission.NODE_MANAGE, "node.update", target=node.name, params=dict(changes)
-    ):
-        return _update_node(node, changes)
+    saved = save_node(NodeForm.for_change(node, changes), actor, changes=changes)
+    node.refresh_from_db()
+    return saved
 
 
-def _update_node(node: Node, changes: dict[str, object]) -> Node:
-    uri_changed = "uri" in changes and changes["uri"] != node.uri
-    for key, value in changes.items():
-        setattr(node, key, value.strip() if isinstance(value, str) else value)
-    node.full_clean()
+def save_node(form: NodeForm, actor: Actor, *, changes: Mapping[str, Any] | None = None) -> Node:
+    """Add (a form without an instance) or change a node through its one form.
+
+    The form (with the model's validators) is checked inside the audit record, so a
+    refusal is recorded with its reasons; ``changes`` are what the audit says was
+    asked of an edit (default: every field given).
+    """
+    existing = form.instance.pk
+    given = {k: form.data.get(k) for k in NODE_FIELDS if k in form.data}
+    if existing is None:
+        what = "node.add"
+        target = str(given.get("name") or "").strip()
+        params = {k: v for k, v in given.items() if k != "name"}
+    else:
+        what = "node.update"
+        target = Node.objects.get(pk=existing).name
+        params = dict(changes if changes is not None else given)
+    with audit.action(actor, Permission.NODE_MANAGE, what, target=target, params=params):
+        if not form.is_valid():
+            raise errors_of(form)
+        if existing is None:
+            node = form.save(commit=False)
+            with transaction.atomic():
+                node.save()
+                if node.enabled:
+                    _enqueue_refresh(node.pk)
+            return node
+        return _update_node(form.save(commit=False))
+
+
+def _update_node(node: Node) -> Node:
+    before = Node.objects.get(pk=node.pk)
     with transaction.atomic():
-        if uri_changed:
+        if node.uri != before.uri:
             # Observations of the old URI say nothing about the new one, and the
             # host key an admin confirmed was another host's.
             node.last_seen = None
             node.last_error = ""
             node.trusted_host_key = ""
-            _enqueue_forget(Node.objects.get(pk=node.pk))  # the old URI's peer path
+            _enqueue_forget(before)  # the old URI's peer path
         node.save()
         if node.enabled:
             _enqueue_refresh(node.pk)
@@ -141,17 +146,21 @@ def confirm_trust(node: Node, actor: Actor, fingerprint: str) -> Node:
         return node
 
 
-def set_maintenance(node: Node, actor: Actor, on: bool, reason: str = "") -> Node:
+def set_maintenance(node: Node, actor: Actor, on: object = None, reason: object = "") -> Node:
     """Put ``node`` in maintenance (never a destination for new VMs or migrations) or
-    take it out. VMs already on it keep running; nothing on the host changes."""
-    reason = reason.strip()
-    params = {"on": on, "reason": reason}
-    action = "node.maintenance.on" if on else "node.maintenance.off"
-    with audit.action(
-        actor, Permission.NODE_MANAGE, action, target=node.name, params=params
-    ) as done:
-        if len(reason) > 200:
-            raise ValidationError({"reason": ["At most 200 characters."]})
+    take it out. VMs already on it keep running; nothing on the host changes.
+
+    ``on`` and ``reason`` are ``MaintenanceForm``'s, checked inside the audit record.
+    """
+    form = MaintenanceForm({"on": on, "reason": reason})
+    params = {"on": on, "reason": str(reason or "").strip()}
+    try:
+        what = "node.maintenance." + ("on" if OnOff().clean(on) else "off")
+    except ValidationError:
+        what = "node.maintenance"  # refused below, with the form's words
+    with audit.action(actor, Permission.NODE_MANAGE, what, target=node.name, params=params) as done:
+        on, reason = form.values()
+        done.params.update({"on": on, "reason": reason})
         if on == node.in_maintenance:
             done.detail = f"already {'in' if on else 'out of'} maintenance"
             return node

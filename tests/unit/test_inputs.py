@@ -228,6 +228,30 @@ def test_evacuate_flags_and_api_fields_are_the_forms() -> None:
     assert {flag_of(n) for n in names - {"options"}} | {"--return", "--option"} <= flags
     assert set(EvacuateSerializer().fields) == names
     assert EvacuateSerializer().fields["parallel"].max_value == 8
+    # every move's migration options: migratevm's flags (without its short spellings)
+    moves = set(MigrationOptionsForm.base_fields) - {"check_only"}
+    assert {flag_of(n) for n in moves} <= flags
+
+
+def test_the_evacuation_page_renders_the_forms_fields(admin_client: Client) -> None:
+    source = _online("src", "198.51.100.11")
+    _online("dst", "198.51.100.12")
+    page = admin_client.get(f"/nodes/{source.pk}/evacuate/?parallel=2&to=dst").content.decode()
+    for name in ("to", "include_stopped", "parallel", "per_destination"):
+        assert f'id="id_{name}"' in page
+    assert '<option value="dst" selected>' in page
+    assert '<input type="hidden" name="parallel" value="2">' in page
+
+
+def test_evacuate_option_flags_and_option_pairs_reach_the_same_form() -> None:
+    _online("src", "198.51.100.11")
+    with pytest.raises(CommandError) as flag:
+        call_command("evacuate", "src", "--max-downtime-ms", "20")
+    with pytest.raises(CommandError) as pair:
+        call_command("evacuate", "src", "--option", "max_downtime_ms=20")
+    assert str(flag.value) == str(pair.value)
+    assert "Max downtime below 50 ms" in str(flag.value)
+    assert not Job.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ class NameList(forms.Field):
     """Node names: a list (the page's multi-select, JSON) or comma-separated (the CLI)."""
 
     widget = forms.SelectMultiple
+    hidden_widget = forms.MultipleHiddenInput
     api_kind = "list"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -74,7 +75,11 @@ class EvacuateForm(forms.Form):
 
     cli_aliases: ClassVar[dict[str, str]] = {"returning": "--return"}
 
-    to = NameList(help_text="only to these nodes (default: any that fits)")
+    to = NameList(
+        label="Only to",
+        help_text="only to these nodes (default: any that fits)",
+        widget=forms.SelectMultiple(attrs={"size": "4"}),
+    )
     parallel = _moves("Migrations at once", f"1 to {MAX_PARALLEL} migrations at once.")
     per_destination = _moves(
         "Migrations into one node at once",

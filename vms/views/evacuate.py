@@ -33,13 +33,18 @@ def node_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
     form.is_valid()  # valid: the service took it
     if job is not None:
         return redirect("jobs:job_detail", pk=job.pk)
+    values = form.cleaned_data
+    others = Node.objects.exclude(pk=node.pk).order_by("name")
+    # The page renders the form's own fields, showing what was planned; the start
+    # form carries the same values hidden (without ids: they are the plan form's).
+    shown = EvacuateForm(initial=values)
+    shown.fields["to"].widget.choices = [(other.name, other.name) for other in others]
     context = {
         "node": node,
         "plan": plan,
-        "returning": form.cleaned_data["returning"],
-        "include_stopped": form.cleaned_data["include_stopped"],
-        "parallel": form.cleaned_data["parallel"],
-        "to": form.cleaned_data["to"],
-        "others": Node.objects.exclude(pk=node.pk).order_by("name"),
+        "returning": values["returning"],
+        "include_stopped": values["include_stopped"],
+        "form": shown,
+        "carried": EvacuateForm(initial=values, auto_id=False),
     }
     return render(request, "nodes/node_evacuate.html", context)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from argparse import ArgumentParser
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from kvmmgr.cli import acting
+from kvmmgr.inputs.cli import add_form_arguments, form_data
+from nodes.forms import MaintenanceForm
 from nodes.management.commands._output import validation_error_to_command_error
 from nodes.models import Node
 from nodes.services import registry
@@ -19,18 +22,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name")
-        parser.add_argument("state", choices=["on", "off"])
-        parser.add_argument("--reason", default="", help="shown wherever the node is listed")
+        parser.add_argument("state", choices=["on", "off"], help="MaintenanceForm's 'on'")
+        add_form_arguments(parser, MaintenanceForm, exclude=["on"])
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         node = Node.objects.filter(name=opts["name"]).first()
         if node is None:
             raise CommandError(f"no node named {opts['name']!r}")
+        data = {"reason": "", **form_data(opts), "on": opts["state"]}
         try:
             with acting() as actor:
-                registry.set_maintenance(
-                    node, actor, opts["state"] == "on", str(opts["reason"] or "")
-                )
+                node = registry.set_maintenance(node, actor, **data)
         except ValidationError as exc:
             raise validation_error_to_command_error(exc) from exc
         if node.in_maintenance:

@@ -13,7 +13,10 @@ from kvmmgr.cli import acting
 from kvmmgr.inputs.cli import add_form_arguments, form_data, refusal
 from nodes.models import Node
 from vms.forms.evacuate import EvacuateForm
+from vms.forms.migrate import MigrationOptionsForm
 from vms.services.evacuation import Plan, request_evacuation
+
+OPTION = "option_"  # the migration options' argparse dests
 
 
 class Command(BaseCommand):
@@ -26,12 +29,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("node")
         add_form_arguments(parser, EvacuateForm, exclude=["options"])
-        parser.add_argument(
+        moves = parser.add_argument_group(
+            "migration options for every move",
+            "the migratevm flags (their short spellings "
+            "are migratevm's only: --parallel here is the evacuation's)",
+        )
+        add_form_arguments(
+            parser, MigrationOptionsForm, group=moves, exclude=["check_only"], prefix=OPTION,
+            aliases=False,
+        )  # fmt: skip
+        moves.add_argument(
             "--option",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="a migration option for every move, e.g. bandwidth_mib_s=100",
+            help="any migration option by its name, e.g. bandwidth_mib_s=100",
         )
         add_job_arguments(parser)
 
@@ -39,7 +51,7 @@ class Command(BaseCommand):
         node = Node.objects.filter(name=opts["node"]).first()
         if node is None:
             raise CommandError(f"no node named {opts['node']!r}")
-        options = {}
+        options = form_data(opts, OPTION)
         for item in opts["option"]:
             key, sep, value = item.partition("=")
             if not sep:

@@ -18,9 +18,11 @@ from jobs.errors import JobConflict
 from kvmmgr import audit
 from kvmmgr.access import Permission
 from kvmmgr.cli import acting
+from kvmmgr.inputs.cli import add_form_arguments, form_data
 from nodes.hypervisor.errors import HypervisorError
 from vpn import jobs, services
-from vpn.models import Tunnel, TunnelMember
+from vpn.forms import MemberForm, TunnelForm
+from vpn.models import TunnelMember
 
 
 class Command(BaseCommand):
@@ -30,19 +32,11 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="create a tunnel with its server node")
         create.add_argument("name")
-        create.add_argument("--server", required=True, help="server node name")
-        create.add_argument("--subnet", required=True, help="tunnel subnet, e.g. 100.64.0.0/24")
-        create.add_argument("--mode", choices=["routed", "bridged"], default="routed")
-        create.add_argument("--bridge", default="", help="bridged mode: the VM bridge, e.g. br0")
-        create.add_argument("--mtu", type=int, default=None)
-        create.add_argument("--port", type=int, default=1194)
-        create.add_argument("--endpoint", default="", help="address clients connect to")
-        create.add_argument("--manager-network", default="")
-        create.add_argument("--control-uri", default="")
+        add_form_arguments(create, TunnelForm, exclude=["name"])
         add = sub.add_parser("add", help="add a client node to a tunnel")
         add.add_argument("tunnel")
         add.add_argument("node")
-        add.add_argument("--control-uri", default="", help="out-of-band qemu+ssh URI")
+        add_form_arguments(add, MemberForm, exclude=["tunnel", "node"])
         for action in jobs.ACTIONS:
             job = sub.add_parser(action, help=f"{action} the node's OpenVPN, as a job")
             job.add_argument("node")
@@ -87,25 +81,14 @@ class Command(BaseCommand):
     def _change(self, action: str, opts: dict[str, Any]) -> None:
         try:
             if action == "create":
-                tunnel = services.create_tunnel(
-                    name=opts["name"],
-                    subnet=opts["subnet"],
-                    server=services.get_node(opts["server"]),
-                    mode=opts["mode"],
-                    port=opts["port"],
-                    server_endpoint=opts["endpoint"],
-                    bridge=opts["bridge"],
-                    mtu=opts["mtu"],
-                    manager_network=opts["manager_network"],
-                    control_uri=opts["control_uri"],
-                )
+                data = {"name": opts["name"], **form_data(opts)}
+                tunnel = services.create_tunnel(**TunnelForm(data).values())
                 self.stdout.write(f"tunnel {tunnel.name} created ({tunnel.subnet}, {tunnel.mode})")
             elif action == "add":
-                tunnel = Tunnel.objects.filter(name=opts["tunnel"]).first()
-                if tunnel is None:
-                    raise CommandError(f"There is no tunnel named {opts['tunnel']!r}.")
+                data = {"tunnel": opts["tunnel"], "node": opts["node"], **form_data(opts)}
+                values = MemberForm(data).values()
                 member = services.add_client(
-                    tunnel, services.get_node(opts["node"]), control_uri=opts["control_uri"]
+                    values["tunnel"], values["node"], control_uri=values["control_uri"]
                 )
                 self.stdout.write(f"{member.node.name} added, tunnel address {member.address}")
             elif action == "renew":
