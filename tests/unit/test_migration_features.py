@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from nodes import features as nf
 from nodes.hypervisor import collect_facts, node_versions, probe_host
-from nodes.hypervisor.migration import MigrationRequest
+from nodes.hypervisor.migration import MigrationRequest, xbzrle_cache_bytes
 from nodes.models import Node
 from tests.factories import actor, make_node, make_vm
 from vms.models import Job
@@ -196,6 +196,28 @@ def test_zstd_request_flags_params_and_equivalent_command() -> None:
     xbzrle = MigrationRequest("u", "web", "s", "d", "a", compression="xbzrle")
     assert "--compressed --comp-methods xbzrle" in " ".join(xbzrle.virsh_command())
     assert not xbzrle.flags() & libvirt.VIR_MIGRATE_PARALLEL
+
+
+def test_xbzrle_cache_is_sized_to_the_guest() -> None:
+    mib = 1024 * 1024
+    # Half the guest's RAM, rounded up to a power of two (QEMU wants one) ...
+    assert xbzrle_cache_bytes(192 * mib) == 128 * mib
+    assert xbzrle_cache_bytes(4096 * mib) == 1024 * mib
+    assert xbzrle_cache_bytes(1024 * mib) == 512 * mib
+    # ... never below QEMU's own default nor above the cap.
+    assert xbzrle_cache_bytes(64 * mib) == 64 * mib
+    assert xbzrle_cache_bytes(64 * 1024 * mib) == 1024 * mib
+    fixed = MigrationRequest(
+        "u", "web", "s", "d", "a", compression="xbzrle", xbzrle_cache=256 * mib
+    )
+    assert fixed.params()[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] == 256 * mib
+    assert f"--comp-xbzrle-cache {256 * mib}" in " ".join(fixed.virsh_command())
+    # Another method never carries the XBZRLE cache.
+    zstd = MigrationRequest(
+        "u", "web", "s", "d", "a", compression="zstd", parallel_connections=2,
+        xbzrle_cache=256 * mib,
+    )  # fmt: skip
+    assert libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE not in zstd.params()
 
 
 def test_compression_options() -> None:
