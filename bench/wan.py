@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,12 @@ def cases(raw_timeout: int) -> dict[str, Case]:
             (
                 Arm("product (default options)", "product", bounded),
                 Arm("raw", "raw"),
-                Arm("product, auto-converge", "product", {**bounded, "auto_converge": True}),
+                Arm("product, no compression", "product", {**bounded, "compression": "none"}),
+                Arm("product, max downtime 200", "product", {**bounded, "max_downtime_ms": 200}),
+                Arm("product, xbzrle", "product", {**bounded, "compression": "xbzrle"}),
+                Arm("product, post-copy after 30 s", "product",
+                    {"postcopy": True, "timeout_policy": "postcopy",
+                     "completion_timeout_s": 30}),
             ),
         ),
         "zstd": Case(
@@ -434,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated CASE[:ROUNDS] of idle, dirty, zstd (rounds default: --rounds)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--arms", default="",
+        help="comma-separated arm labels to keep (each matches a label's start); default: all",
+    )  # fmt: skip
     parser.add_argument("--raw-timeout", type=int, default=150, help="s before raw is aborted")
     parser.add_argument("--max-minutes", type=float, default=15, help="no new run after this")
     parser.add_argument("--json", type=Path)
@@ -442,10 +451,15 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.wan needs root (it builds the namespaced lab)")
         return 2
     known = cases(args.raw_timeout)
+    keep = [a.strip() for a in args.arms.split(",") if a.strip()]
     chosen = []
     for item in args.cases.split(","):
         name, _, rounds = item.partition(":")
-        chosen.append((known[name], int(rounds or args.rounds)))
+        case = known[name]
+        if keep:
+            arms = tuple(a for a in case.arms if any(a.label.startswith(k) for k in keep))
+            case = replace(case, arms=arms or case.arms)
+        chosen.append((case, int(rounds or args.rounds)))
     started = time.monotonic()
     attempts: list[Attempt] = []
     payload: dict[str, Any] = {"profile": args.profile, "raw_timeout_s": args.raw_timeout}
