@@ -33,7 +33,13 @@ from vms.choices import JobKind, JobStatus, MediaRemedy, VMState
 from vms.models import Job, VirtualMachine
 from vms.services import inventory, migration_media, peer_proof
 from vms.services import migration_features as mf
-from vms.services.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
+from vms.services.convergence import (
+    ActionKind,
+    ConvergencePolicy,
+    Sample,
+    TimeoutPolicy,
+    downtime_budget,
+)
 from vms.services.jobs import JobAborted, JobContext, submit
 from vms.services.migration_features import COMPRESSION_CHOICES
 from vms.services.migration_watch import (
@@ -659,9 +665,14 @@ def run_migrate(ctx: JobContext) -> None:
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
         return
+    qemu_downtime_ms, why = downtime_budget(
+        options.max_downtime_ms, mf.slow_link_reason(options.bandwidth_mib_s, dest)
+    )
+    if why:
+        ctx.log(why)
     policy = ConvergencePolicy(
-        max_downtime_ms=max(options.max_downtime_ms, 50),
-        initial_downtime_ms=min(50, options.max_downtime_ms),
+        max_downtime_ms=qemu_downtime_ms,
+        initial_downtime_ms=min(50, qemu_downtime_ms),
         completion_timeout_s=options.completion_timeout_s,
         timeout_policy=TimeoutPolicy(options.timeout_policy),
         postcopy_allowed=options.postcopy,
