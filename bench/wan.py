@@ -94,6 +94,7 @@ def cases(raw_timeout: int) -> dict[str, Case]:
                 Arm("raw", "raw"),
                 Arm("product, no compression", "product", {"compression": "none"}),
                 Arm("product, xbzrle", "product", {"compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {"compression": "zstd"}),
             ),
         ),
         "dirtyfresh": Case(
@@ -103,6 +104,7 @@ def cases(raw_timeout: int) -> dict[str, Case]:
                 Arm("raw", "raw"),
                 Arm("product, no compression", "product", {**bounded, "compression": "none"}),
                 Arm("product, xbzrle", "product", {**bounded, "compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {**bounded, "compression": "zstd"}),
             ),
         ),
         "dirty": Case(
@@ -113,6 +115,7 @@ def cases(raw_timeout: int) -> dict[str, Case]:
                 Arm("product, no compression", "product", {**bounded, "compression": "none"}),
                 Arm("product, max downtime 200", "product", {**bounded, "max_downtime_ms": 200}),
                 Arm("product, xbzrle", "product", {**bounded, "compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {**bounded, "compression": "zstd"}),
                 Arm("product, post-copy after 30 s", "product",
                     {"postcopy": True, "timeout_policy": "postcopy",
                      "completion_timeout_s": 30}),
