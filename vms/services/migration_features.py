@@ -8,8 +8,9 @@ from versions read afresh). Compression "auto" (the default) picks XBZRLE over a
 slow link (zstd multifd when the admin asked for parallel connections), and
 nothing otherwise: compressing costs CPU and gains only where the link, not the
 CPU, limits the copy. Over a 100 Mbit/s, 20 ms link (docs/benchmarks.md) zstd
-multifd cut an idle guest's copy to 0.78x raw but paused the guest 700-1,400 ms at
-the switch-over (busy or idle), XBZRLE 250-330 ms and a busy guest's copy 0.3-0.7x.
+multifd cut an idle guest's copy to 0.7-0.8x raw but paused guests 340-1,400 ms at
+the switch-over; XBZRLE paused them 240-390 ms and copied busy guests in 0.3-0.75x of
+zstd's time.
 """
 
 from __future__ import annotations
