@@ -290,6 +290,10 @@ def product_migration(
     )
 
 
+# ``--profile-cli DIR``: run each CLI migration under cProfile, one file per run.
+PROFILE_DIR: Path | None = None
+
+
 def cli_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
     """``manage.py migratevm NAME DEST --wait`` end to end, as an admin types it.
 
@@ -308,6 +312,9 @@ def cli_migration(vm_uuid: str, guest: str, source: Any, dest: Any) -> Run:
     env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "1"}
     manage = str(_common.REPO / "manage.py")
     argv = [sys.executable, manage, "migratevm", vm.name, dest.name, "--wait"]
+    if PROFILE_DIR is not None:  # cProfile adds its own overhead: profile or time, not both
+        out = PROFILE_DIR / f"cli-{guest}-{before + 1}.prof"
+        argv = [sys.executable, "-m", "cProfile", "-o", str(out), *argv[1:]]
     t0 = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
     wall = time.perf_counter() - t0
@@ -718,7 +725,12 @@ def main(argv: list[str] | None = None) -> int:
         default="product",
         help="product: the job in this process; cli: `manage.py migratevm --wait` end to end",
     )
+    parser.add_argument("--profile-cli", type=Path, help="cli arm: cProfile files to this dir")
     args = parser.parse_args(argv)
+    if args.profile_cli:
+        global PROFILE_DIR  # noqa: PLW0603 - a run-wide switch of this script
+        PROFILE_DIR = args.profile_cli
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         print("bench.migration needs root (it builds the namespaced libvirt lab)")
         return 2

@@ -44,9 +44,21 @@ def _ciphers(order: str) -> Callable[[str], str]:
     )
 
 
+def _drop(prefixes: tuple[str, ...]) -> Callable[[str], str]:
+    return lambda conf: "\n".join(
+        line for line in conf.splitlines() if not line.startswith(prefixes)
+    )
+
+
+def _replace(old: str, new: str) -> Callable[[str], str]:
+    return lambda conf: conf.replace(old, new)
+
+
 VARIANTS: dict[str, Callable[[str], str] | None] = {
     "product": None,
+    "no sndbuf/rcvbuf": _drop(("sndbuf", "rcvbuf")),
     "chacha20-poly1305": _ciphers("CHACHA20-POLY1305"),
+    "tun-mtu 1400": _replace("tun-mtu 1500", "tun-mtu 1400"),
     "txqueuelen 1000": _add("txqueuelen 1000"),
     "compress lz4-v2": _add("allow-compression yes\ncompress lz4-v2"),
 }

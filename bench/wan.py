@@ -29,7 +29,9 @@ a product failure: the migration succeeded), replaced by a fresh one, and the
 case goes on.
 
 Cases: ``idle`` (128 MiB RAM, 256 MiB qcow2, counter only), ``dirty`` (192 MiB,
-``dirty=32``: rewrites 32 MiB a second, faster than the link drains it),
+``dirty=32``: rewrites 32 MiB a second, faster than the link drains it, with the
+same bytes each time: XBZRLE's best case), ``dirtyfresh`` (the same, but every
+rewrite changes every byte: XBZRLE's worst case),
 ``zstd`` (256 MiB RAM, 256 MiB disk whose first 128 MiB hold a mix of text,
 binaries and random bytes, copied into guest RAM at boot with ``fill=96``:
 multifd with and without zstd compression).
@@ -49,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +89,36 @@ def cases(raw_timeout: int) -> dict[str, Case]:
     return {
         "idle": Case(
             "idle", 128, 256, "counter=1",
-            (Arm("product", "product"), Arm("raw", "raw")),
+            (
+                Arm("product (default options)", "product"),
+                Arm("raw", "raw"),
+                Arm("product, no compression", "product", {"compression": "none"}),
+                Arm("product, xbzrle", "product", {"compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {"compression": "zstd"}),
+            ),
+        ),
+        "dirtyfresh": Case(
+            "dirtyfresh", 192, 64, "dirty=32 dirtyfresh=1 counter=1",
+            (
+                Arm("product (default options)", "product", bounded),
+                Arm("raw", "raw"),
+                Arm("product, no compression", "product", {**bounded, "compression": "none"}),
+                Arm("product, xbzrle", "product", {**bounded, "compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {**bounded, "compression": "zstd"}),
+            ),
         ),
         "dirty": Case(
             "dirty", 192, 64, "dirty=32 counter=1",
             (
                 Arm("product (default options)", "product", bounded),
                 Arm("raw", "raw"),
-                Arm("product, auto-converge", "product", {**bounded, "auto_converge": True}),
+                Arm("product, no compression", "product", {**bounded, "compression": "none"}),
+                Arm("product, max downtime 200", "product", {**bounded, "max_downtime_ms": 200}),
+                Arm("product, xbzrle", "product", {**bounded, "compression": "xbzrle"}),
+                Arm("product, zstd multifd", "product", {**bounded, "compression": "zstd"}),
+                Arm("product, post-copy after 30 s", "product",
+                    {"postcopy": True, "timeout_policy": "postcopy",
+                     "completion_timeout_s": 30}),
             ),
         ),
         "zstd": Case(
@@ -431,9 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="wan100", help="a profile of tests/lab/wan.py")
     parser.add_argument(
         "--cases", default="idle:2,dirty:1",
-        help="comma-separated CASE[:ROUNDS] of idle, dirty, zstd (rounds default: --rounds)",
+        help="comma-separated CASE[:ROUNDS] of idle, dirty, dirtyfresh, zstd "
+        "(rounds default: --rounds)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--arms", default="",
+        help="semicolon-separated arm labels to keep (each matches a label's start; CASE/LABEL "
+        "for one case only); default: all",
+    )  # fmt: skip
     parser.add_argument("--raw-timeout", type=int, default=150, help="s before raw is aborted")
     parser.add_argument("--max-minutes", type=float, default=15, help="no new run after this")
     parser.add_argument("--json", type=Path)
@@ -442,10 +472,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.wan needs root (it builds the namespaced lab)")
         return 2
     known = cases(args.raw_timeout)
+    keep = [a.strip() for a in args.arms.split(";") if a.strip()]
     chosen = []
     for item in args.cases.split(","):
         name, _, rounds = item.partition(":")
-        chosen.append((known[name], int(rounds or args.rounds)))
+        case = known[name]
+        if keep:
+            mine = [k.split("/", 1)[-1] for k in keep if "/" not in k or k.startswith(name + "/")]
+            arms = tuple(a for a in case.arms if any(a.label.startswith(k) for k in mine))
+            case = replace(case, arms=arms or case.arms)
+        chosen.append((case, int(rounds or args.rounds)))
     started = time.monotonic()
     attempts: list[Attempt] = []
     payload: dict[str, Any] = {"profile": args.profile, "raw_timeout_s": args.raw_timeout}

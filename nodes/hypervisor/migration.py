@@ -22,6 +22,22 @@ from nodes.hypervisor.errors import HypervisorError
 POLL_SECONDS = 0.5
 # Compression methods QEMU runs on its multifd channels (VIR_MIGRATE_PARALLEL).
 MULTIFD_COMPRESSION = ("zstd", "zlib")
+# XBZRLE cache bounds: QEMU's own default, and what we take from the source host at most.
+XBZRLE_CACHE_MIN = 64 * 1024 * 1024
+XBZRLE_CACHE_MAX = 1024 * 1024 * 1024
+
+
+def xbzrle_cache_bytes(guest_memory_bytes: int) -> int:
+    """An XBZRLE cache for a guest: half its RAM, up to a power of two, within the bounds.
+
+    XBZRLE only helps for a page still in the cache when it is sent again, so the
+    cache must hold the guest's working set; QEMU's fixed 64 MiB default misses most
+    of it on a bigger guest. QEMU wants a power of two; the cache is source-host RAM
+    for the length of the migration, hence the cap.
+    """
+    want = max(guest_memory_bytes // 2, 1)
+    size = 1 << (want - 1).bit_length()
+    return max(XBZRLE_CACHE_MIN, min(XBZRLE_CACHE_MAX, size))
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,9 @@ class MigrationRequest:
     # source's (media taken out for the move); "" keeps the source's.
     dest_xml: str = ""
     persist_xml: str = ""
+    # XBZRLE cache (bytes) when compression is "xbzrle"; 0: sized to the guest when
+    # the migration starts (``xbzrle_cache_bytes``).
+    xbzrle_cache: int = 0
 
     @property
     def tcp_uri(self) -> str:
@@ -107,6 +126,8 @@ class MigrationRequest:
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = self.persist_xml
         if self.compression:
             params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = self.compression
+        if self.compression == "xbzrle" and self.xbzrle_cache:
+            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = self.xbzrle_cache
         return params
 
     def virsh_command(self) -> list[str]:
@@ -127,6 +148,8 @@ class MigrationRequest:
             argv.append("--auto-converge")
         if self.compression:
             argv += ["--compressed", "--comp-methods", self.compression]
+            if self.compression == "xbzrle" and self.xbzrle_cache:
+                argv += ["--comp-xbzrle-cache", str(self.xbzrle_cache)]
         if self.postcopy:
             argv.append("--postcopy")
         if self.bandwidth_mib_s:
@@ -301,6 +324,21 @@ class MigrationStuck(HypervisorError):
     """
 
 
+def _params(
+    request: MigrationRequest, domain: libvirt.virDomain, control: MigrationControl
+) -> dict[str, object]:
+    """The request's parameters, with an XBZRLE cache sized to the guest if none was set."""
+    params = request.params()
+    if request.compression == "xbzrle" and not request.xbzrle_cache:
+        try:
+            cache = xbzrle_cache_bytes(domain.maxMemory() * 1024)
+        except libvirt.libvirtError as exc:
+            raise translate_error(exc, request.source_uri) from exc
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = cache
+        control.actions.append(f"xbzrle cache {cache // (1024 * 1024)} MiB")
+    return params
+
+
 def run_migration(
     request: MigrationRequest,
     on_poll: Callable[[MigrationStats, MigrationControl], None],
@@ -318,10 +356,11 @@ def run_migration(
         domain = conn.lookupByUUIDString(request.domain_uuid)
         control = MigrationControl(domain, request.source_uri)
         outcome: dict[str, object] = {}
+        params = _params(request, domain, control)
 
         def migrate() -> None:
             try:
-                domain.migrateToURI3(request.dest_uri, request.params(), request.flags())
+                domain.migrateToURI3(request.dest_uri, params, request.flags())
             except libvirt.libvirtError as exc:
                 outcome["error"] = exc
 

@@ -64,6 +64,7 @@ ip link set lo up
 addr=""
 gw=""
 dirty=""
+dirtyfresh=""
 counter=""
 records=""
 fill=""
@@ -73,6 +74,7 @@ for arg in $(cat /proc/cmdline); do
         ip=*) addr="${{arg#ip=}}" ;;
         gw=*) gw="${{arg#gw=}}" ;;
         dirty=*) dirty="${{arg#dirty=}}" ;;
+        dirtyfresh=*) dirtyfresh="${{arg#dirtyfresh=}}" ;;
         counter=*) counter="${{arg#counter=}}" ;;
         records=*) records="${{arg#records=}}" ;;
         fill=*) fill="${{arg#fill=}}" ;;
@@ -109,11 +111,18 @@ if [ -n "$fill" ] && [ -b /dev/vda ]; then
 fi
 if [ -n "$dirty" ]; then
     mkdir -p /dirty
-    mount -t tmpfs -o size=$((dirty * 2 + 4))m tmpfs /dirty
+    mount -t tmpfs -o size=$((dirty * 3 + 4))m tmpfs /dirty
     dd if=/dev/urandom of=/dirty/src bs=1M count="$dirty" 2>/dev/null
+    cp /dirty/src /dirty/alt
+    # dirtyfresh=1: every other second from a second random source, so each rewrite
+    # changes every byte (XBZRLE's worst case; by default the bytes stay the same).
+    [ "$dirtyfresh" = 1 ] && dd if=/dev/urandom of=/dirty/alt bs=1M count="$dirty" 2>/dev/null
     # Rewrite the same pages in place every second: ~$dirty MiB/s of dirty RAM.
-    (while :; do
-        dd if=/dirty/src of=/dirty/buf bs=1M conv=notrunc 2>/dev/null
+    (n=0; while :; do
+        from=/dirty/src
+        [ $((n % 2)) = 1 ] && from=/dirty/alt
+        dd if="$from" of=/dirty/buf bs=1M conv=notrunc 2>/dev/null
+        n=$((n + 1))
         sleep 1
     done) &
     echo "KVMMGR-GUEST-DIRTY ${{dirty}}MiB/s" >/dev/ttyS0

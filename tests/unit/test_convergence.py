@@ -7,6 +7,7 @@ from vms.services.migration.convergence import (
     ConvergencePolicy,
     Sample,
     TimeoutPolicy,
+    downtime_budget,
 )
 
 MIB = 1024 * 1024
@@ -72,3 +73,16 @@ def test_invalid_policies_are_refused() -> None:
         ConvergencePolicy(initial_downtime_ms=600, max_downtime_ms=500)
     with pytest.raises(ValueError):
         ConvergencePolicy(timeout_policy=TimeoutPolicy.POSTCOPY, postcopy_allowed=False)
+
+
+def test_a_slow_link_keeps_part_of_the_downtime_budget_for_the_hand_over() -> None:
+    # A fast link: QEMU may take the whole budget, and nothing is said.
+    assert downtime_budget(500, "") == (500, "")
+    assert downtime_budget(20, "") == (50, "")
+    # A slow one: QEMU's copy gets 40 % of it (never below 50 ms), and the job says why.
+    qemu, why = downtime_budget(500, "node2 is reached through VPN tunnel t1")
+    assert qemu == 200
+    assert "200 ms of the 500 ms budget (node2 is reached through VPN tunnel t1" in why
+    assert downtime_budget(100, "the bandwidth is capped at 10 MiB/s")[0] == 50
+    policy = ConvergencePolicy(initial_downtime_ms=50, max_downtime_ms=qemu)
+    assert policy.downtime_ladder()[-1] == 200

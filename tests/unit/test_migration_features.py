@@ -23,7 +23,7 @@ from django.utils import timezone
 from jobs.models import Job
 from nodes import features as nf
 from nodes.hypervisor import collect_facts, node_versions, probe_host
-from nodes.hypervisor.migration import MigrationRequest
+from nodes.hypervisor.migration import MigrationRequest, xbzrle_cache_bytes
 from nodes.models import Node
 from tests.support.factories import actor, make_node, make_vm
 from vms.forms.migrate import migration_options
@@ -137,14 +137,27 @@ def test_the_plan_uses_only_what_both_ends_have() -> None:
     new = mf.Endpoint("new", *DEBIAN13, frozenset(nf.features_for(*DEBIAN13)))
     new2 = mf.Endpoint("new2", *DEBIAN13, frozenset(ALL))
     slow = "new2 is reached through VPN tunnel t1"
+    # Auto over a slow link: XBZRLE (both Debian 12 and 13 have it), no multifd.
     plan = mf.plan_features(mf.Wanted(), new, new2, slow_link=slow)
-    assert (plan.compression, plan.parallel_connections) == ("zstd", mf.DEFAULT_PARALLEL)
-    assert plan.describe() == "zstd multifd compression over 2 parallel connections"
-    assert plan.notes == (f"compression: zstd (auto: both nodes have it; {slow})",)
-    # A Debian 12 end: auto drops compression and says which node lacks it.
-    plan = mf.plan_features(mf.Wanted(), new, old, slow_link=slow)
+    assert (plan.compression, plan.parallel_connections) == ("xbzrle", 0)
+    assert plan.describe() == "xbzrle compression"
+    assert plan.notes[0].startswith(f"compression: xbzrle (auto: {slow};")
+    assert mf.plan_features(mf.Wanted(), new, old, slow_link=slow).compression == "xbzrle"
+    # An end without XBZRLE: none, and which node lacks it.
+    bare = mf.Endpoint("bare", *DEBIAN13, frozenset({"parallel"}))
+    plan = mf.plan_features(mf.Wanted(), new, bare, slow_link=slow)
     assert (plan.compression, plan.parallel_connections) == ("", 0)
     assert plan.describe() == "none (plain pre-copy)"
+    assert "bare (libvirt 11.3.0, QEMU 10.0.2) has no XBZRLE" in plan.notes[0]
+    # Parallel connections asked for: they carry multifd, so auto means zstd there.
+    plan = mf.plan_features(mf.Wanted(parallel_connections=2), new, new2, slow_link=slow)
+    assert plan.describe() == "zstd multifd compression over 2 parallel connections"
+    assert plan.notes == (
+        f"compression: zstd (auto, over the parallel connections asked for; {slow})",
+    )
+    # A Debian 12 end: no multifd compression there; which node lacks it is said.
+    plan = mf.plan_features(mf.Wanted(parallel_connections=2), new, old, slow_link=slow)
+    assert (plan.compression, plan.parallel_connections) == ("", 2)
     assert "old (libvirt 9.0.0, QEMU 7.2.0) has no zstd multifd compression" in plan.notes[0]
     # Auto on a fast link, or with post-copy allowed: no compression.
     assert mf.plan_features(mf.Wanted(), new, new2).compression == ""
@@ -198,6 +211,28 @@ def test_zstd_request_flags_params_and_equivalent_command() -> None:
     xbzrle = MigrationRequest("u", "web", "s", "d", "a", compression="xbzrle")
     assert "--compressed --comp-methods xbzrle" in " ".join(xbzrle.virsh_command())
     assert not xbzrle.flags() & libvirt.VIR_MIGRATE_PARALLEL
+
+
+def test_xbzrle_cache_is_sized_to_the_guest() -> None:
+    mib = 1024 * 1024
+    # Half the guest's RAM, rounded up to a power of two (QEMU wants one) ...
+    assert xbzrle_cache_bytes(192 * mib) == 128 * mib
+    assert xbzrle_cache_bytes(4096 * mib) == 1024 * mib
+    assert xbzrle_cache_bytes(1024 * mib) == 512 * mib
+    # ... never below QEMU's own default nor above the cap.
+    assert xbzrle_cache_bytes(64 * mib) == 64 * mib
+    assert xbzrle_cache_bytes(64 * 1024 * mib) == 1024 * mib
+    fixed = MigrationRequest(
+        "u", "web", "s", "d", "a", compression="xbzrle", xbzrle_cache=256 * mib
+    )
+    assert fixed.params()[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] == 256 * mib
+    assert f"--comp-xbzrle-cache {256 * mib}" in " ".join(fixed.virsh_command())
+    # Another method never carries the XBZRLE cache.
+    zstd = MigrationRequest(
+        "u", "web", "s", "d", "a", compression="zstd", parallel_connections=2,
+        xbzrle_cache=256 * mib,
+    )  # fmt: skip
+    assert libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE not in zstd.params()
 
 
 def test_compression_options() -> None:

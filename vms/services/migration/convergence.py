@@ -38,6 +38,32 @@ class Action:
     reason: str = ""
 
 
+#: Over a slow link, the share of the downtime budget that QEMU's final memory copy
+#: may take. The guest stays paused after that copy while the disk mirror completes
+#: and the destination takes over, a few round trips across the link that QEMU's
+#: target does not count: on a 100 Mbit/s, 20 ms link a busy guest given the whole
+#: 500 ms was paused 894-1,365 ms, given 200 ms about 500 ms (docs/benchmarks.md).
+SLOW_LINK_QEMU_SHARE = 0.4
+MIN_DOWNTIME_MS = 50
+
+
+def downtime_budget(max_downtime_ms: int, slow_link: str) -> tuple[int, str]:
+    """QEMU's downtime target ceiling for a budget, and why it is lower when it is.
+
+    ``slow_link`` says why the link counts as slow ("" when it does not); only then
+    is part of the budget kept for what follows QEMU's copy.
+    """
+    budget = max(max_downtime_ms, MIN_DOWNTIME_MS)
+    if not slow_link:
+        return budget, ""
+    qemu = max(MIN_DOWNTIME_MS, round(budget * SLOW_LINK_QEMU_SHARE))
+    return qemu, (
+        f"downtime: QEMU's final memory copy may take {qemu} ms of the {budget} ms budget "
+        f"({slow_link}: the disk mirror's completion and the hand-over to the destination "
+        "cross the link after it, with the guest still paused)"
+    )
+
+
 @dataclass(frozen=True)
 class Sample:
     """What the policy needs from one poll of the migration's job stats."""

@@ -24,10 +24,17 @@ from nodes.hypervisor.states import VMState
 from nodes.models import Node
 from nodes.services import trust
 from vms.models import VirtualMachine
+from vms.services.migration import features as mf
 from vms.services.migration import media as migration_media
 from vms.services.migration import peer_proof
 from vms.services.migration.cold import run_cold
-from vms.services.migration.convergence import ActionKind, ConvergencePolicy, Sample, TimeoutPolicy
+from vms.services.migration.convergence import (
+    ActionKind,
+    ConvergencePolicy,
+    Sample,
+    TimeoutPolicy,
+    downtime_budget,
+)
 from vms.services.migration.links import explain_link_loss, recheck_peer_path
 from vms.services.migration.options import options_from
 from vms.services.migration.prechecks import (
@@ -139,9 +146,14 @@ def run_migrate(ctx: JobContext) -> None:
     if options.check_only:
         ctx.log(f"dry run: {vm.name} can migrate from {source.name} to {dest.name}")
         return
+    qemu_downtime_ms, why = downtime_budget(
+        options.max_downtime_ms, mf.slow_link_reason(options.bandwidth_mib_s, dest)
+    )
+    if why:
+        ctx.log(why)
     policy = ConvergencePolicy(
-        max_downtime_ms=max(options.max_downtime_ms, 50),
-        initial_downtime_ms=min(50, options.max_downtime_ms),
+        max_downtime_ms=qemu_downtime_ms,
+        initial_downtime_ms=min(50, qemu_downtime_ms),
         completion_timeout_s=options.completion_timeout_s,
         timeout_policy=TimeoutPolicy(options.timeout_policy),
         postcopy_allowed=options.postcopy,

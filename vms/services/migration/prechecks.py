@@ -220,18 +220,19 @@ def negotiate_features(
 
     Returns the plan and each node's QEMU version (for the TCG warning).
     """
-    ends = []
-    for node in (source, dest):
-        versions = node_versions(node.uri)
-        ends.append(
-            mf.Endpoint(
-                node.name,
-                versions.libvirt_version,
-                versions.qemu_version,
-                frozenset(versions.migration_features),
-            )
+    # Both at once: in a new process (``migratevm --wait``) this opens the job's two
+    # libvirt connections, an ssh handshake each, side by side instead of in a row.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="versions") as pool:
+        read = list(pool.map(node_versions, (source.uri, dest.uri)))
+    src, dst = (
+        mf.Endpoint(
+            node.name,
+            versions.libvirt_version,
+            versions.qemu_version,
+            frozenset(versions.migration_features),
         )
-    src, dst = ends
+        for node, versions in zip((source, dest), read, strict=True)
+    )
     ctx.log(f"node versions: {src.describe()}; {dst.describe()}")
     problems = mf.missing_features(wanted(options), src, dst)
     check(
