@@ -139,11 +139,11 @@ def test_every_vm_action_on_a_node_reached_through_a_port_forward(
         create_form(name="pfpxe", media="pxe", disk_gib=1, **base),
     ):
         job = _run(submit_create(request, actor=actor("alice")))
-        assert job.status == JobStatus.SUCCEEDED, (request.name, job.log)
-        vm = _vm(request.name)
+        assert job.status == JobStatus.SUCCEEDED, (request.data["name"], job.log)
+        vm = _vm(request.data["name"])
         assert (vm.node, vm.state) == (node, VMState.RUNNING)
         # VNC listens on the node itself, never on the router's address from the URI.
-        graphics = _graphics(nat2, request.name)
+        graphics = _graphics(nat2, request.data["name"])
         assert graphics is not None and graphics.get("listen") == "127.0.0.1"
 
     # Lifecycle on a guest that answers ACPI, through the same path.

@@ -111,16 +111,23 @@ if [ -n "$fill" ] && [ -b /dev/vda ]; then
 fi
 if [ -n "$dirty" ]; then
     mkdir -p /dirty
-    mount -t tmpfs -o size=$((dirty * 3 + 4))m tmpfs /dirty
+    # Two copies (source, buffer), three with dirtyfresh: a 128 MiB guest has no room
+    # for a third copy it does not use.
+    copies=2
+    [ "$dirtyfresh" = 1 ] && copies=3
+    mount -t tmpfs -o size=$((dirty * copies + 4))m tmpfs /dirty
     dd if=/dev/urandom of=/dirty/src bs=1M count="$dirty" 2>/dev/null
-    cp /dirty/src /dirty/alt
+    alt=/dirty/src
     # dirtyfresh=1: every other second from a second random source, so each rewrite
     # changes every byte (XBZRLE's worst case; by default the bytes stay the same).
-    [ "$dirtyfresh" = 1 ] && dd if=/dev/urandom of=/dirty/alt bs=1M count="$dirty" 2>/dev/null
+    if [ "$dirtyfresh" = 1 ]; then
+        alt=/dirty/alt
+        dd if=/dev/urandom of="$alt" bs=1M count="$dirty" 2>/dev/null
+    fi
     # Rewrite the same pages in place every second: ~$dirty MiB/s of dirty RAM.
     (n=0; while :; do
         from=/dirty/src
-        [ $((n % 2)) = 1 ] && from=/dirty/alt
+        [ $((n % 2)) = 1 ] && from="$alt"
         dd if="$from" of=/dirty/buf bs=1M conv=notrunc 2>/dev/null
         n=$((n + 1))
         sleep 1
