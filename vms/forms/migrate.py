@@ -96,10 +96,10 @@ class MigrationOptionsForm(forms.Form):
         choices=[(c, c) for c in COMPRESSION_CHOICES],
         default=D.compression,
         message="Compression must be one of {choices} (got {value!r}).",
-        help_text="auto: zstd over a slow link (a tunnel, or a bandwidth cap up to 125 MiB/s) "
-        "when both nodes have it (libvirt 9.4 or later), else none. zstd and zlib run over "
-        "parallel connections (2 unless set); xbzrle sends only the changes of pages sent "
-        "before.",
+        help_text="auto: over a slow link (a tunnel, or a bandwidth cap up to 125 MiB/s) "
+        "xbzrle, which sends only the changes of pages sent before, or zstd when parallel "
+        "connections are asked for and both nodes have it (libvirt 9.4 or later); else none. "
+        "zstd and zlib run over parallel connections (2 unless set).",
     )
     postcopy = Flag(label="allow post-copy")
     keep_source_disks = Flag(label="keep the source disk copies")
